@@ -1,0 +1,64 @@
+"""Where and how the model runs: device choice, CPU threads, loading.
+
+Why: on a 2-core CPU the default OpenMP wait policy makes every small matmul
+cost ~4 ms (see DESIGN.md), so thread settings must be fixed *before* torch is
+imported; on a GPU we simply use CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from engine.registry import ModelFamily, load_registry
+
+
+def configure_cpu_threads() -> None:
+    """Set OpenMP's wait policy before torch loads (no effect once it has)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+
+
+configure_cpu_threads()
+
+import torch  # noqa: E402  (after the OpenMP settings above)
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """``requested`` ("cpu", "cuda", "cuda:1") wins; otherwise CUDA when present."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and registry facts."""
+
+    name: str
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers PreTrainedTokenizerFast
+    family: ModelFamily
+    device: torch.device
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        return frozenset(self.family.stop_token_ids)
+
+
+def load_model(name: str | None = None, device: str | None = None, *, install_missing: bool = False) -> LoadedModel:
+    """Load an installed model (fp32 on CPU, fp16 on CUDA)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.install import install, require_installed
+
+    spec = load_registry().model(name)
+    if install_missing:
+        install(spec.name)
+    installed = require_installed(spec.name)
+    target = select_device(device)
+    dtype = torch.float16 if target.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(installed.path, dtype=dtype)
+    model.to(target).eval()
+    tokenizer = AutoTokenizer.from_pretrained(installed.path)
+    return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target)
