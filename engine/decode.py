@@ -26,6 +26,7 @@ class DecodeStep:
     finish_reason: FinishReason  # NONE while streaming
     prefill_ms: float
     decode_ms: float
+    token_ids: tuple[int, ...] = ()  # generated so far (stop token excluded)
 
 
 def choose_token(logits: torch.Tensor, options: CompletionOptions, generator: torch.Generator | None) -> int:
@@ -62,6 +63,11 @@ def decode(
         generator = torch.Generator(device="cpu")
         generator.manual_seed(options.seed if options.seed is not None else int(time.time_ns() % (1 << 31)))
 
+    # 0. A request cancelled while it waited for the model costs nothing.
+    if cancelled is not None and cancelled.is_set():
+        yield DecodeStep("", 0, FinishReason.CANCELLED, 0.0, 0.0)
+        return
+
     # 1. Prefill: encode the prompt; keep only the last position's logits.
     started = time.perf_counter()
     cache = DynamicCache(config=model.config)
@@ -97,9 +103,9 @@ def decode(
         # 4. Stream: the final step carries the post-processed suggestion.
         decode_ms = (time.perf_counter() - decode_started) * 1000
         if finish is not FinishReason.NONE:
-            yield DecodeStep(finalize(text, context), len(generated), finish, prefill_ms, decode_ms)
+            yield DecodeStep(finalize(text, context), len(generated), finish, prefill_ms, decode_ms, tuple(generated))
             return
-        yield DecodeStep(text, len(generated), finish, prefill_ms, decode_ms)
+        yield DecodeStep(text, len(generated), finish, prefill_ms, decode_ms, tuple(generated))
 
         # 5. Extend the cache by the chosen token.
         step_input = torch.tensor([[token]], device=device)

@@ -62,3 +62,42 @@ def load_model(name: str | None = None, device: str | None = None, *, install_mi
     model.to(target).eval()
     tokenizer = AutoTokenizer.from_pretrained(installed.path)
     return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target)
+
+
+TINY_MODEL_NAME = "tiny-random-qwen2"
+
+
+def build_tiny_random_model(tokenizer: Any, seed: int = 0, family: ModelFamily | None = None) -> LoadedModel:
+    """A random 2-layer Qwen2 (width 64) with a real tokenizer's vocabulary, on the CPU.
+
+    Why: tests and ``LIVEFIM_TINY_MODEL=1`` need the whole pipeline (real prompts,
+    real stop ids) in well under a second; its output is meaningless.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    family = family or load_registry().model().family
+    config = Qwen2Config(
+        vocab_size=family.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_theta=family.rope_theta,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    return LoadedModel(name=TINY_MODEL_NAME, model=model, tokenizer=tokenizer, family=family, device=torch.device("cpu"))
+
+
+def load_tiny_random_model(tokenizer_from: str | None = None, seed: int = 0) -> LoadedModel:
+    """``build_tiny_random_model`` with the tokenizer of an installed registry model (installed if missing)."""
+    from transformers import AutoTokenizer
+
+    from engine.install import install, model_dir
+
+    spec = load_registry().model(tokenizer_from)
+    install(spec.name)
+    return build_tiny_random_model(AutoTokenizer.from_pretrained(model_dir(spec.name)), seed, spec.family)

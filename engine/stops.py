@@ -102,12 +102,12 @@ class StopRules:
         first_indent: int | None = None
         for index, line in enumerate(complete):
             kept = "\n".join(lines[:index])
-            if first_indent is None and line.strip():
-                first_indent = indent_width(ctx.line_before + line if index == 0 else line)
-            after_blank = index > 0 and not complete[index - 1].strip()
+            after_blank = index > 1 and not complete[index - 1].strip()
             if after_blank and line.strip() and first_indent is not None and indent_width(line) <= first_indent:
                 # a blank line, then a new statement at the suggestion's own level: a new chunk
                 return "\n".join(lines[: index - 1]), FinishReason.SCOPE_END
+            if first_indent is None and line.strip():
+                first_indent = indent_width(ctx.line_before + line if index == 0 else line)
             if ctx.next_suffix_line and line.rstrip() == ctx.next_suffix_line and (index > 0 or not ctx.line_before.strip()):
                 return kept, FinishReason.SUFFIX_OVERLAP
             if index > 0 and line.strip() and indent_width(line) < ctx.block_min_indent:

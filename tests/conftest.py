@@ -17,7 +17,7 @@ import torch
 
 from engine.install import install, model_dir
 from engine.registry import load_registry
-from engine.runtime import LoadedModel, load_model
+from engine.runtime import LoadedModel, build_tiny_random_model, load_model
 
 REAL_MODEL = "qwen2.5-coder-0.5b"
 
@@ -31,24 +31,8 @@ def tokenizer():
 
 
 def make_tiny_model(tokenizer, seed: int = 0) -> LoadedModel:
-    """A random 2-layer Qwen2 with the real tokenizer's vocabulary."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    family = load_registry().model(REAL_MODEL).family
-    config = Qwen2Config(
-        vocab_size=family.vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        rope_theta=family.rope_theta,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).eval()
-    return LoadedModel(name="tiny-random-qwen2", model=model, tokenizer=tokenizer, family=family, device=torch.device("cpu"))
+    """A random 2-layer Qwen2 with the real tokenizer's vocabulary (built in engine/runtime.py)."""
+    return build_tiny_random_model(tokenizer, seed, load_registry().model(REAL_MODEL).family)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,71 @@
+"""``livefim bench model``: raw prefill and decode speed at a given context length.
+
+Why real code: token statistics (and so speed per character) depend on the
+text; we feed the standard library's own source, cut to exactly N tokens.
+Prefill is one forward with ``logits_to_keep=1``; decode is greedy steps on
+top of that cache, timed per token.
+"""
+
+from __future__ import annotations
+
+import platform
+import sysconfig
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from engine.install import installed
+from engine.runtime import load_model
+
+
+def stdlib_code_tokens(tokenizer, count: int) -> list[int]:
+    """``count`` tokens of real Python: stdlib modules, concatenated in a fixed order."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    ids: list[int] = []
+    for name in ("argparse.py", "dataclasses.py", "typing.py", "inspect.py", "pathlib.py"):
+        ids += tokenizer((stdlib / name).read_text(encoding="utf-8"), add_special_tokens=False).input_ids
+        if len(ids) >= count:
+            break
+    assert len(ids) >= count, len(ids)
+    return ids[:count]
+
+
+@torch.inference_mode()
+def bench_model(name: str, contexts: list[int], decode_tokens: int = 32, device: str | None = None, repeats: int = 1) -> dict:
+    loaded = load_model(name, device, install_missing=True)
+    model = loaded.model
+    results = []
+    for context in contexts:
+        ids = torch.tensor([stdlib_code_tokens(loaded.tokenizer, context)], device=loaded.device)
+        best_prefill, best_decode = float("inf"), float("inf")
+        for _ in range(repeats):
+            cache = DynamicCache(config=model.config)
+            started = time.perf_counter()
+            logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            prefill_s = time.perf_counter() - started
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            started = time.perf_counter()
+            for _ in range(decode_tokens):
+                logits = model(input_ids=token, past_key_values=cache, use_cache=True).logits
+                token = logits[:, -1].argmax(-1, keepdim=True)
+            decode_s = time.perf_counter() - started
+            best_prefill, best_decode = min(best_prefill, prefill_s), min(best_decode, decode_s)
+        results.append({
+            "context_tokens": context,
+            "prefill_s": round(best_prefill, 2),
+            "prefill_tokens_per_s": round(context / best_prefill, 1),
+            "decode_ms_per_token": round(best_decode * 1000 / decode_tokens, 1),
+        })
+    found = installed(name)
+    return {
+        "bench": "model",
+        "model": name,
+        "device": str(loaded.device),
+        "dtype": str(next(model.parameters()).dtype),
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "install_seconds": found.install_seconds if found else None,
+        "results": results,
+    }

