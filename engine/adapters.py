@@ -175,6 +175,8 @@ def completion_options_to_proto(options: CompletionOptions) -> pb.CompletionOpti
         message.seed = options.seed
     if options.model is not None:
         message.model = options.model
+    if options.cache_mode is not None:
+        message.cache_mode = options.cache_mode
     return message
 
 
@@ -189,6 +191,7 @@ def completion_options_from_proto(message: pb.CompletionOptions) -> CompletionOp
         scope=scope_from_proto(message.scope),
         max_lines=message.max_lines if message.HasField("max_lines") else defaults.max_lines,
         model=(message.model or None) if message.HasField("model") else defaults.model,
+        cache_mode=(message.cache_mode or None) if message.HasField("cache_mode") else defaults.cache_mode,
     )
 
 
@@ -220,6 +223,8 @@ def timings_to_proto(timings: Timings) -> pb.Timings:
         prefill_ms=timings.prefill_ms,
         decode_ms=timings.decode_ms,
         total_ms=timings.total_ms,
+        prepare_ms=timings.prepare_ms,
+        encoded_tokens=timings.encoded_tokens,
     )
 
 
@@ -229,6 +234,8 @@ def timings_from_proto(message: pb.Timings) -> Timings:
         prefill_ms=message.prefill_ms,
         decode_ms=message.decode_ms,
         total_ms=message.total_ms,
+        prepare_ms=message.prepare_ms,
+        encoded_tokens=message.encoded_tokens,
     )
 
 
@@ -242,6 +249,7 @@ def completion_chunk_to_proto(chunk: CompletionChunk) -> pb.CompleteResponse:
         timings=timings_to_proto(chunk.timings),
         scope=scope_to_proto(chunk.scope),
         model=chunk.model,
+        cache_mode=chunk.cache_mode,
     )
 
 
@@ -255,4 +263,5 @@ def completion_chunk_from_proto(message: pb.CompleteResponse) -> CompletionChunk
         timings=timings_from_proto(message.timings),
         scope=scope_from_proto(message.scope),
         model=message.model,
+        cache_mode=message.cache_mode,
     )

@@ -53,8 +53,13 @@ def decode(
     context: CompletionContext,
     options: CompletionOptions,
     cancelled: threading.Event | None = None,
+    cache: DynamicCache | None = None,
 ) -> Iterator[DecodeStep]:
-    """Yield a DecodeStep per generated token; the last one has a finish reason."""
+    """Yield a DecodeStep per generated token; the last one has a finish reason.
+
+    ``cache``: rows already encoded (a document session's fork); ``prompt_ids``
+    then holds only the tokens still to feed after them.
+    """
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     stop_ids = loaded.stop_token_ids
     rules = StopRules(context)
@@ -70,7 +75,8 @@ def decode(
 
     # 1. Prefill: encode the prompt; keep only the last position's logits.
     started = time.perf_counter()
-    cache = DynamicCache(config=model.config)
+    if cache is None:
+        cache = DynamicCache(config=model.config)
     input_ids = torch.tensor([prompt_ids], device=device)
     output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     logits = output.logits[0, -1]  # [V]

@@ -76,6 +76,12 @@ class Document:
 
 def apply_edits(text: str, edits: list[TextEdit]) -> str:
     """Apply LSP-style edits in order; each edit's range refers to the text left by the previous ones."""
+    return apply_edits_with_offsets(text, edits)[0]
+
+
+def apply_edits_with_offsets(text: str, edits: list[TextEdit]) -> tuple[str, list[tuple[int, int, str]]]:
+    """``apply_edits``, also returning each edit as (start, end, text) code-point offsets."""
+    offsets = []
     for edit in edits:
         starts = line_starts(text)
         start = offset_of(text, starts, edit.range.start)
@@ -85,7 +91,8 @@ def apply_edits(text: str, edits: list[TextEdit]) -> str:
                 f"edit range ends before it starts: {edit.range.start} > {edit.range.end}"
             )
         text = text[:start] + edit.text + text[end:]
-    return text
+        offsets.append((start, end, edit.text))
+    return text, offsets
 
 
 class DocumentStore:
@@ -123,7 +130,16 @@ class DocumentStore:
             raise DocumentNotFound(f"{uri} is not open")
         return document
 
-    def edit(self, uri: str, version: int, edits: list[TextEdit]) -> Document:
+    def get_unlocked(self, uri: str) -> Document:
+        """``get`` for a caller that already holds ``locked()``."""
+        document = self._documents.get(uri)
+        if document is None:
+            raise DocumentNotFound(f"{uri} is not open")
+        return document
+
+    def edit(self, uri: str, version: int, edits: list[TextEdit], on_applied=None) -> Document:
+        """Apply a batch atomically; ``on_applied(document, offsets)`` runs under the store lock,
+        so listeners (KV sessions) see batches in the order they were applied."""
         with self._lock:
             document = self._documents.get(uri)
             if document is None:
@@ -132,16 +148,22 @@ class DocumentStore:
                 raise StaleVersion(
                     f"{uri}: edit for version {version} but the document is already at {document.version}"
                 )
-            new_text = apply_edits(document.text, edits)
+            new_text, offsets = apply_edits_with_offsets(document.text, edits)
             self._check_size(uri, new_text)
             document.text = new_text
             document.version = version
+            if on_applied is not None:
+                on_applied(document, offsets)
             return document
 
     def close(self, uri: str) -> None:
         with self._lock:
             if self._documents.pop(uri, None) is None:
                 raise DocumentNotFound(f"{uri} is not open")
+
+    def locked(self) -> threading.Lock:
+        """The store's lock: hold it to read a document's text with no edit landing meanwhile."""
+        return self._lock
 
     def uris(self) -> list[str]:
         with self._lock:

@@ -14,14 +14,19 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+from cache import kv
+from cache.session import CACHE_MODES, DocumentSession, ModelHandle, SessionPolicy, SessionStore
+from cache.tokens import CharEdit
 from engine.decode import decode
-from engine.documents import DocumentStore
+from engine.documents import Document, DocumentStore, line_starts, offset_of
 from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
-from engine.prompt import PromptBudget, build_fim_prompt
+from engine.prompt import PromptBudget, build_fim_prompt, session_header_ids
 from engine.runtime import LoadedModel
 from engine.stops import CompletionContext, decide_scope
 from engine.types import (
@@ -30,12 +35,14 @@ from engine.types import (
     CompletionRequest,
     DocumentState,
     FinishReason,
-    Position,
     TextEdit,
     Timings,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_TOKENS_LIMIT = 1024
+MAINTENANCE_INTERVAL_S = 0.2
 
 
 class CompletionEngine:
@@ -45,15 +52,25 @@ class CompletionEngine:
         *,
         store: DocumentStore | None = None,
         budget: PromptBudget | None = None,
+        policy: SessionPolicy | None = None,
+        background: bool = True,
     ) -> None:
         self._model = model if isinstance(model, LoadedModel) else None
         self._model_factory = None if isinstance(model, LoadedModel) else model
         self.documents = store or DocumentStore()
         self.budget = budget or PromptBudget()
-        self._model_lock = threading.Lock()  # one decode at a time on one model
+        self.policy = policy or SessionPolicy()
+        self.sessions = SessionStore(self.policy)
+        self._handle: ModelHandle | None = None
+        self._model_lock = threading.Lock()  # one forward pass at a time on one model
+        self._waiting_requests = 0  # completions waiting for the model: the worker yields to them
         self._load_lock = threading.Lock()
         self._cancel_events: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._background = background
 
     # -- model -------------------------------------------------------------
     @property
@@ -68,19 +85,49 @@ class CompletionEngine:
                         raise ModelUnavailable(f"model could not be loaded: {error}") from error
         return self._model
 
+    @property
+    def handle(self) -> ModelHandle:
+        if self._handle is None:
+            loaded = self.model
+            tokenizer, family = loaded.tokenizer, loaded.family
+            self._handle = ModelHandle(
+                model=loaded.model,
+                tokenizer=tokenizer,
+                rope=kv.rope_spec(loaded.model),
+                fim_suffix_id=tokenizer.convert_tokens_to_ids(family.fim_suffix_token),
+                fim_middle_id=tokenizer.convert_tokens_to_ids(family.fim_middle_token),
+            )
+        return self._handle
+
     def warm_up(self) -> None:
         """Load the model now rather than on the first completion."""
-        _ = self.model
+        _ = self.handle
+
+    def close(self) -> None:
+        """Stop the background worker (tests, shutdown)."""
+        self._stopped.set()
+        self._wake.set()
 
     # -- documents ---------------------------------------------------------
     def open_document(self, uri: str, language_id: str, version: int, text: str) -> DocumentState:
-        return self.documents.open(uri, language_id, version, text).state()
+        state = self.documents.open(uri, language_id, version, text).state()
+        self._nudge_worker()  # encode the new document's session while the user reads it
+        return state
 
     def edit_document(self, uri: str, version: int, edits: list[TextEdit]) -> DocumentState:
-        return self.documents.edit(uri, version, edits).state()
+        def forward_to_session(document: Document, offsets: list[tuple[int, int, str]]) -> None:
+            # runs under the document store's lock: sessions see batches in order
+            session = self.sessions.get(uri, touch=False)
+            if session is not None:
+                session.queue_edits([CharEdit(start, end, text) for start, end, text in offsets])
+
+        state = self.documents.edit(uri, version, edits, on_applied=forward_to_session).state()
+        self._nudge_worker()  # patch between keystrokes, not at request time
+        return state
 
     def close_document(self, uri: str) -> None:
         self.documents.close(uri)
+        self.sessions.pop(uri)
 
     # -- completion --------------------------------------------------------
     def cancel(self, request_id: str) -> bool:
@@ -93,16 +140,39 @@ class CompletionEngine:
         return True
 
     def complete(self, request: CompletionRequest) -> Iterator[CompletionChunk]:
-        """Stream a completion at a position of an open document."""
+        """Stream a completion at a position of an open document, using its KV session."""
         document = self.documents.get(request.uri)
         if request.version is not None and request.version != document.version:
             raise StaleVersion(
                 f"{request.uri}: completion asked for version {request.version}, document is at {document.version}"
             )
-        prefix, suffix = document.split_at(request.position)
-        yield from self.complete_text(
-            prefix, suffix, path=_path_of(request.uri), request_id=request.request_id, options=request.options
-        )
+        prefix, suffix = document.split_at(request.position)  # validates the position
+        _validate_options(request.options)
+        mode = request.options.cache_mode or self.policy.mode
+        path = _path_of(request.uri)
+        with self._request(request.request_id) as cancelled, self._model_for_request():
+            prepare_started = time.perf_counter()
+            session = self._session_for(request.uri, path)
+            if len(session.tokens) > self.policy.max_document_tokens:
+                # too long for a whole-document session: a windowed prompt, encoded afresh
+                yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled, budget=self.budget, mode="window")
+                return
+            text = session.tokens.text  # the text the session's cache describes now
+            if mode == "recompute":
+                # the reference: the same whole-document prompt, encoded from scratch
+                cursor = offset_of(text, line_starts(text), request.position)
+                yield from self._complete_locked(text[:cursor], text[cursor:], path, request.request_id, request.options, cancelled, budget=None, mode=mode)
+                return
+            cursor = offset_of(text, line_starts(text), request.position)
+            prefix, suffix = text[:cursor], text[cursor:]
+            fork, remaining = session.fim_fork(cursor, mode)
+            encoded = kv.length(fork)  # rows now cached for this prompt
+            prepare_ms = (time.perf_counter() - prepare_started) * 1000
+            yield from self._complete_locked(
+                prefix, suffix, path, request.request_id, request.options, cancelled,
+                prompt_ids=remaining, cache=fork, mode=mode, prepare_ms=prepare_ms, prompt_tokens=encoded + len(remaining),
+            )
+            self.sessions.enforce_budget(keep=request.uri)
 
     def complete_text(
         self,
@@ -113,46 +183,158 @@ class CompletionEngine:
         request_id: str = "",
         options: CompletionOptions = CompletionOptions(),
     ) -> Iterator[CompletionChunk]:
-        """Stream a completion between ``prefix`` and ``suffix`` (no document needed)."""
+        """Stream a completion between ``prefix`` and ``suffix`` (no document, no session)."""
         _validate_options(options)
-        if options.model and options.model != self.model.name:
-            raise InvalidInput(f"this engine serves {self.model.name!r}, not {options.model!r}")
-        cancelled = threading.Event()
+        with self._request(request_id) as cancelled, self._model_for_request():
+            yield from self._complete_locked(prefix, suffix, path, request_id, options, cancelled, budget=self.budget, mode="recompute")
+
+    # -- internals ---------------------------------------------------------
+    @contextlib.contextmanager
+    def _model_for_request(self) -> Iterator[None]:
+        """Hold the model for a request; the background worker sees it waiting and yields."""
+        with self._cancel_lock:
+            self._waiting_requests += 1
+        try:
+            self._model_lock.acquire()
+        finally:
+            with self._cancel_lock:
+                self._waiting_requests -= 1
+        try:
+            yield
+        finally:
+            self._model_lock.release()
+
+    @contextlib.contextmanager
+    def _request(self, request_id: str) -> Iterator[threading.Event]:
+        """Register a cancellable request for its lifetime."""
+        event = threading.Event()
         if request_id:
             with self._cancel_lock:
-                self._cancel_events[request_id] = cancelled
+                self._cancel_events[request_id] = event
         try:
-            yield from self._complete(prefix, suffix, path, request_id, options, cancelled)
+            yield event
         finally:
             if request_id:
                 with self._cancel_lock:
                     self._cancel_events.pop(request_id, None)
 
-    def _complete(
-        self, prefix: str, suffix: str, path: str, request_id: str, options: CompletionOptions, cancelled: threading.Event
+    def _session_for(self, uri: str, path: str | None = None) -> DocumentSession:
+        """The document's session with every queued edit applied (caller holds the model lock).
+
+        Created under the document store's lock, so no edit falls between the
+        text it starts from and the first edit it queues.
+        """
+        session = self.sessions.get(uri)
+        if session is None:
+            handle = self.handle
+            header = session_header_ids(handle.tokenizer, self.model.family, path or _path_of(uri))
+            with self.documents.locked():
+                document = self.documents.get_unlocked(uri)
+                session = DocumentSession(handle, document.text, header)
+                self.sessions.put(uri, session)
+        session.sync(self.policy)
+        return session
+
+    def _complete_locked(
+        self,
+        prefix: str,
+        suffix: str,
+        path: str,
+        request_id: str,
+        options: CompletionOptions,
+        cancelled: threading.Event,
+        *,
+        budget: PromptBudget | None = None,
+        prompt_ids: list[int] | None = None,
+        cache: Any = None,
+        mode: str,
+        prepare_ms: float = 0.0,
+        prompt_tokens: int | None = None,
     ) -> Iterator[CompletionChunk]:
         loaded = self.model
-        started = time.perf_counter()
+        if options.model and options.model != loaded.name:
+            raise InvalidInput(f"this engine serves {loaded.name!r}, not {options.model!r}")
+        started = time.perf_counter() - prepare_ms / 1000
         context = CompletionContext(prefix=prefix, suffix=suffix, scope=decide_scope(prefix, suffix, options.scope), max_lines=options.max_lines)
-        prompt = build_fim_prompt(loaded.tokenizer, loaded.family, prefix, suffix, path=path, budget=self.budget)
-        with self._model_lock:
-            for step in decode(loaded, prompt.token_ids, context, options, cancelled):
-                timings = Timings(
-                    prompt_tokens=len(prompt.token_ids),
-                    prefill_ms=step.prefill_ms,
-                    decode_ms=step.decode_ms,
-                    total_ms=(time.perf_counter() - started) * 1000,
-                )
-                yield CompletionChunk(
-                    request_id=request_id,
-                    text=step.text,
-                    done=step.finish_reason is not FinishReason.NONE,
-                    finish_reason=step.finish_reason,
-                    generated_tokens=step.generated_tokens,
-                    timings=timings,
-                    scope=context.scope,
-                    model=loaded.name,
-                )
+        if prompt_ids is None:
+            prompt_ids = build_fim_prompt(loaded.tokenizer, loaded.family, prefix, suffix, path=path, budget=budget).token_ids
+        total_prompt = prompt_tokens if prompt_tokens is not None else len(prompt_ids)
+        for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache):
+            timings = Timings(
+                prompt_tokens=total_prompt,
+                prefill_ms=step.prefill_ms,
+                decode_ms=step.decode_ms,
+                total_ms=(time.perf_counter() - started) * 1000,
+                prepare_ms=prepare_ms,
+                encoded_tokens=len(prompt_ids),
+            )
+            yield CompletionChunk(
+                request_id=request_id,
+                text=step.text,
+                done=step.finish_reason is not FinishReason.NONE,
+                finish_reason=step.finish_reason,
+                generated_tokens=step.generated_tokens,
+                timings=timings,
+                scope=context.scope,
+                model=loaded.name,
+                cache_mode=mode,
+            )
+
+    # -- background maintenance -------------------------------------------
+    def _nudge_worker(self) -> None:
+        if not self._background or self._model is None:
+            return  # nothing to maintain before the model is loaded
+        if self._worker is None:
+            with self._load_lock:
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._maintain, name="livefim-kv-maintenance", daemon=True)
+                    self._worker.start()
+        self._wake.set()
+
+    def _next_chore(self) -> Callable[[], Any] | None:
+        """The most urgent bounded piece of cache work, or None when all is done."""
+        policy = self.policy
+        items = self.sessions.items()
+        for _, session in items:
+            if session.has_queued_edits:
+                return lambda: session.sync(policy)
+        for uri in self.documents.uris():
+            if self.sessions.get(uri, touch=False) is None:
+                return lambda: self._session_for(uri)
+        for _, session in items:
+            if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
+                return lambda: session.ensure_encoded(policy.refresh_chunk)
+        for _, session in items:
+            if session.refresh_due(policy):
+                return lambda: session.refresh(policy.refresh_chunk)
+        return None
+
+    def _maintain(self) -> None:
+        """Patch queued edits, encode new documents and refresh stale rows while the model is idle.
+
+        Each step holds the model lock for one bounded piece of work (one edit
+        batch, or ``refresh_chunk`` rows) and never waits for it: a completion
+        gets the model within one step.
+        """
+        while not self._stopped.is_set():
+            if not self._wake.wait(MAINTENANCE_INTERVAL_S):
+                pass  # periodic look: idle refreshes come due with time
+            self._wake.clear()
+            while not self._stopped.is_set() and not self._waiting_requests:
+                if not self._model_lock.acquire(blocking=False):
+                    break  # a completion is running; look again later
+                try:
+                    chore = self._next_chore()
+                    if chore is None:
+                        break
+                    try:
+                        chore()
+                    except Exception:  # a document closed meanwhile, etc.: never kill the worker
+                        log.exception("background cache step failed")
+                    self.sessions.enforce_budget()
+                finally:
+                    self._model_lock.release()
+                time.sleep(0)  # let a waiting completion take the lock
 
 
 def _validate_options(options: CompletionOptions) -> None:
@@ -164,6 +346,8 @@ def _validate_options(options: CompletionOptions) -> None:
         raise InvalidInput(f"top_p must be in (0, 1], got {options.top_p}")
     if options.max_lines < 1:
         raise InvalidInput(f"max_lines must be >= 1, got {options.max_lines}")
+    if options.cache_mode is not None and options.cache_mode not in CACHE_MODES:
+        raise InvalidInput(f"cache_mode must be one of {', '.join(CACHE_MODES)}, got {options.cache_mode!r}")
 
 
 def _path_of(uri: str) -> str:

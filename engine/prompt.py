@@ -90,16 +90,31 @@ def build_fim_prompt(
     suffix: str,
     *,
     path: str = "",
-    budget: PromptBudget = PromptBudget(),
+    budget: PromptBudget | None = PromptBudget(),
 ) -> FimPrompt:
-    """Token ids of the FIM prompt, with the file header when ``path`` is known."""
-    kept_prefix, cut_prefix = keep_tail(tokenizer, prefix, budget.max_prefix_tokens)
-    kept_suffix, cut_suffix = keep_head(tokenizer, suffix, budget.max_suffix_tokens)
+    """Token ids of the FIM prompt, with the file header when ``path`` is known.
+
+    ``budget=None`` keeps the whole prefix and suffix (the session path's reference).
+    """
+    if budget is None:
+        kept_prefix, cut_prefix, kept_suffix, cut_suffix = prefix, False, suffix, False
+    else:
+        kept_prefix, cut_prefix = keep_tail(tokenizer, prefix, budget.max_prefix_tokens)
+        kept_suffix, cut_suffix = keep_head(tokenizer, suffix, budget.max_suffix_tokens)
     ids: list[int] = []
     if path:
         ids += _render(tokenizer, family.file_header_template, {"path": path.replace("\n", " ")})
     ids += _render(tokenizer, family.fim_template, {"prefix": kept_prefix, "suffix": kept_suffix})
     return FimPrompt(ids, kept_prefix, kept_suffix, cut_prefix, cut_suffix)
+
+
+def session_header_ids(tokenizer: Any, family: ModelFamily, path: str = "") -> list[int]:
+    """The fixed rows a document session caches before the text: file header and prefix marker.
+
+    ``header + tok(prefix) + [FS] + tok(suffix) + [FM]`` equals ``build_fim_prompt(..., budget=None)``.
+    """
+    ids = _render(tokenizer, family.file_header_template, {"path": path.replace("\n", " ")}) if path else []
+    return ids + _encode_template_literal(tokenizer, family.fim_prefix_token)
 
 
 def _render(tokenizer: Any, template: str, values: dict[str, str]) -> list[int]:

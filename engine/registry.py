@@ -37,6 +37,9 @@ class ChunkWheel:
 class ModelFamily:
     name: str
     fim_template: str
+    fim_prefix_token: str
+    fim_suffix_token: str
+    fim_middle_token: str
     file_header_template: str
     repo_header_template: str
     stop_token_ids: tuple[int, ...]
@@ -80,6 +83,9 @@ def load_registry(path: Path = REGISTRY_PATH) -> Registry:
         name: ModelFamily(
             name=name,
             fim_template=fam["fim_template"],
+            fim_prefix_token=fam["fim_prefix_token"],
+            fim_suffix_token=fam["fim_suffix_token"],
+            fim_middle_token=fam["fim_middle_token"],
             file_header_template=fam["file_header_template"],
             repo_header_template=fam["repo_header_template"],
             stop_token_ids=tuple(fam["stop_token_ids"]),
@@ -102,4 +108,8 @@ def load_registry(path: Path = REGISTRY_PATH) -> Registry:
         for name, m in raw["models"].items()
     }
     assert raw["default"] in models, raw["default"]
+    for family in families.values():
+        # the session path assumes the template is exactly prefix-marker, prefix, suffix-marker, suffix, middle-marker
+        expected = f"{family.fim_prefix_token}{{prefix}}{family.fim_suffix_token}{{suffix}}{family.fim_middle_token}"
+        assert family.fim_template == expected, (family.name, family.fim_template)
     return Registry(default=raw["default"], models=models)

@@ -48,6 +48,7 @@ class CompletionOptions:
     scope: Scope = Scope.AUTO
     max_lines: int = 12
     model: str | None = None  # None: the engine's model
+    cache_mode: str | None = None  # "recompute" | "prefix" | "pie"; None: the engine's default
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Timings:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    prepare_ms: float = 0.0  # document cache sync + fork before decoding
+    encoded_tokens: int = 0  # prompt tokens actually run through the model
 
 
 class FinishReason(str, Enum):
@@ -90,6 +93,7 @@ class CompletionChunk:
     timings: Timings = field(default_factory=Timings)
     scope: Scope = Scope.AUTO
     model: str = ""
+    cache_mode: str = ""
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_edit(args: argparse.Namespace) -> int:
+    from evals.bench_edit import bench_edit
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = args.edits.split(",")
+    report = bench_edit(
+        args.model, sizes, kinds, args.device,
+        progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True),
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livefim", description="Self-hosted fill-in-the-middle code completion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
     model_bench.set_defaults(run=_cmd_bench)
+    edit_bench = bench_sub.add_parser("edit", help="time to be ready after an edit: pie vs prefix vs recompute")
+    edit_bench.add_argument("--model", default=None)
+    edit_bench.add_argument("--sizes", default="1024,2048,4096,8192", help="document sizes in tokens")
+    edit_bench.add_argument("--edits", default="insert,delete,replace,multi")
+    edit_bench.add_argument("--device", default=None)
+    edit_bench.set_defaults(run=_cmd_bench_edit)
     return parser
 
 

@@ -104,7 +104,7 @@ class CloseDocumentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CompletionOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model")
+    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class CompletionOptions(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     MAX_LINES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -119,7 +120,8 @@ class CompletionOptions(_message.Message):
     scope: Scope
     max_lines: int
     model: str
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    cache_mode: str
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("request_id", "uri", "position", "version", "options")
@@ -136,19 +138,23 @@ class CompleteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., uri: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., version: _Optional[int] = ..., options: _Optional[_Union[CompletionOptions, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms")
+    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms", "prepare_ms", "encoded_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     prefill_ms: float
     decode_ms: float
     total_ms: float
-    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    prepare_ms: float
+    encoded_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model")
+    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +163,7 @@ class CompleteResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     done: bool
@@ -165,7 +172,8 @@ class CompleteResponse(_message.Message):
     timings: Timings
     scope: Scope
     model: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ...) -> None: ...
+    cache_mode: str
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("request_id",)

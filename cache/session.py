@@ -1,0 +1,251 @@
+"""Per-document sessions: token ids and a KV cache kept in step with the text.
+
+Why: completing in a 4k-token file must not re-encode the file after every
+keystroke. A session holds the document's tokens (``TokenizedText``) and the
+model's KV rows for ``header + tokens``; edits patch both (``cache.pie``).
+
+Cache modes (per engine, and per request for comparison and A/B tests):
+
+* ``recompute`` — no reuse: encode the whole FIM prompt for every completion.
+* ``prefix`` — reuse rows up to the first change, re-encode the rest (what
+  vLLM/SGLang prefix caching gives). Exact.
+* ``pie`` — patch on every edit: encode only new tokens and re-rotate moved
+  rows. Approximate beyond layer 0; stale rows are refreshed when their number
+  passes a budget or when the document is idle (``refresh``).
+
+A completion forks the session's cache (no copy: tensors are shared and never
+written in place), splices ``<|fim_suffix|>`` in at the cursor and decodes on
+the fork; the session itself is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from cache import kv
+from cache.fim import fim_split_patch
+from cache.pie import PatchStats, apply_patch, reencode_from
+from cache.tokens import CharEdit, TokenizedText
+
+CacheMode = Literal["recompute", "prefix", "pie"]
+CACHE_MODES: tuple[str, ...] = ("recompute", "prefix", "pie")
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How sessions keep their caches; defaults are justified in BENCHMARKS.md."""
+
+    mode: CacheMode = "pie"
+    refresh_window: int = 0  # rows re-encoded right after each change (pie)
+    stale_budget: int = 256  # changed tokens (new + removed) tolerated before stale rows are refreshed
+    idle_refresh_seconds: float = 2.0  # refresh stale rows after this long without edits
+    refresh_chunk: int = 64  # rows per background step (bounds how long a completion waits)
+    max_document_tokens: int = 8192  # larger documents use the windowed prompt, no session
+    memory_budget_bytes: int = 4 << 30  # KV bytes across all sessions (LRU eviction)
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What a session needs of the model: forward, tokenizer and FIM token ids."""
+
+    model: Any
+    tokenizer: Any
+    rope: kv.RopeSpec
+    fim_suffix_id: int
+    fim_middle_id: int
+
+
+class DocumentSession:
+    def __init__(self, handle: ModelHandle, text: str, header_ids: Sequence[int]) -> None:
+        self.handle = handle
+        self.header_ids = list(header_ids)
+        self.tokens = TokenizedText(handle.tokenizer, text)
+        self.cache: Any | None = None  # rows: header + tokens[:encoded_rows]
+        self.encoded_rows = 0
+        self.stale_from: int | None = None  # first stale token row (PIE), None when exact
+        self.last_edit = time.monotonic()
+        self.changed_tokens = 0  # new + removed tokens since the rows were last exact
+        self._queued: list[CharEdit] = []
+        self._queue_lock = threading.Lock()
+
+    # -- queued edits ------------------------------------------------------
+    def queue_edits(self, edits: list[CharEdit]) -> None:
+        """Record an applied edit batch; ``sync`` patches the cache when the model is free."""
+        with self._queue_lock:
+            self._queued.extend(edits)
+        self.last_edit = time.monotonic()
+
+    @property
+    def has_queued_edits(self) -> bool:
+        return bool(self._queued)
+
+    def sync(self, policy: SessionPolicy) -> PatchStats | None:
+        """Apply every queued edit as one patch (multi-place edits cost one pass)."""
+        with self._queue_lock:
+            edits, self._queued = self._queued, []
+        return self.apply_edits(edits, policy) if edits else None
+
+    # -- state -------------------------------------------------------------
+    @property
+    def stale_rows(self) -> int:
+        return 0 if self.stale_from is None else self.encoded_rows - self.stale_from
+
+    @property
+    def bytes(self) -> int:
+        return 0 if self.cache is None else kv.bytes_of(self.cache)
+
+    @property
+    def fully_encoded(self) -> bool:
+        return self.cache is not None and self.encoded_rows == len(self.tokens.ids)
+
+    def clone(self) -> "DocumentSession":
+        """An independent session over the same rows (tensors shared, never written in place)."""
+        twin = DocumentSession.__new__(DocumentSession)
+        twin.__dict__.update(self.__dict__)
+        twin.tokens = copy.copy(self.tokens)
+        twin.tokens.ids, twin.tokens.starts = list(self.tokens.ids), list(self.tokens.starts)
+        if self.cache is not None:
+            twin.cache = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
+        twin._queued, twin._queue_lock = list(self._queued), threading.Lock()
+        return twin
+
+    def drop_cache(self) -> None:
+        """Free the KV rows (eviction); the next use re-encodes."""
+        self.cache, self.encoded_rows, self.stale_from = None, 0, None
+        self.changed_tokens = 0
+
+    # -- edits -------------------------------------------------------------
+    def apply_edits(self, edits: list[CharEdit], policy: SessionPolicy) -> PatchStats | None:
+        """Update tokens, then the cache: PIE patch, or crop to the first change."""
+        old_ids = self.tokens.ids
+        patch = self.tokens.edit(edits)
+        if self.cache is None or patch.is_noop:
+            return None
+        kept = patch.new_length - patch.new_token_count
+        self.changed_tokens += patch.new_token_count + (patch.old_length - kept)
+        first_change = patch.first_change
+        if policy.mode != "pie" or self.encoded_rows != len(old_ids):
+            keep = min(self.encoded_rows, first_change)
+            kv.crop_to(self.cache, len(self.header_ids) + keep)
+            self.encoded_rows = keep
+            if self.stale_from is not None and self.stale_from >= keep:
+                self.stale_from = None
+            return None
+        stats = apply_patch(
+            self.handle.model, self.cache, patch, old_ids, self.handle.rope,
+            header_rows=len(self.header_ids), mode="pie", refresh_window=policy.refresh_window,
+        )
+        self.encoded_rows = len(self.tokens.ids)
+        earlier = self.stale_from if self.stale_from is not None and self.stale_from < first_change else None
+        candidates = [row for row in (earlier, stats.first_stale_row) if row is not None]
+        self.stale_from = min(candidates) if candidates else None
+        if self.stale_from is None:
+            self.changed_tokens = 0
+        return stats
+
+    # -- encoding ----------------------------------------------------------
+    def ensure_encoded(self, max_rows: int | None = None) -> int:
+        """Encode missing rows (new session, eviction, prefix mode), at most ``max_rows``
+        of them (a background step). Returns tokens encoded."""
+        model = self.handle.model
+        if self.cache is None:
+            self.cache = kv.new_cache(model.config)
+            kv.encode_chunked(model, self.cache, self.header_ids)
+            self.encoded_rows = 0
+        end = len(self.tokens.ids) if max_rows is None else min(len(self.tokens.ids), self.encoded_rows + max_rows)
+        missing = self.tokens.ids[self.encoded_rows : end]
+        if missing:
+            kv.encode_chunked(model, self.cache, missing)
+        self.encoded_rows = end
+        return len(missing)
+
+    def refresh(self, max_rows: int | None = None) -> int:
+        """Re-encode stale rows exactly, oldest first; ``max_rows`` bounds one step."""
+        if self.cache is None or self.stale_from is None:
+            return 0
+        start = self.stale_from
+        end = self.encoded_rows if max_rows is None else min(self.encoded_rows, start + max_rows)
+        reencode_from(self.handle.model, self.cache, self.tokens.ids, start, header_rows=len(self.header_ids), end=end)
+        self.stale_from = None if end >= self.encoded_rows else end
+        if self.stale_from is None:
+            self.changed_tokens = 0
+        return end - start
+
+    def refresh_due(self, policy: SessionPolicy, now: float | None = None) -> bool:
+        if self.stale_from is None:
+            return False
+        idle = (now or time.monotonic()) - self.last_edit >= policy.idle_refresh_seconds
+        return self.changed_tokens > policy.stale_budget or idle
+
+    # -- completion --------------------------------------------------------
+    def fim_fork(self, cursor: int, mode: CacheMode) -> tuple[Any, list[int]]:
+        """A cache holding ``header + prefix + <|fim_suffix|> + suffix`` for a cursor
+        (code-point offset), and the ids still to feed (``<|fim_middle|>``)."""
+        assert mode in ("prefix", "pie"), mode
+        patch = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
+        header = len(self.header_ids)
+        if mode == "pie":
+            self.ensure_encoded()
+            fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
+            apply_patch(self.handle.model, fork, patch, self.tokens.ids, self.handle.rope, header_rows=header, mode="pie")
+            return fork, [self.handle.fim_middle_id]
+        # prefix: exact rows up to the first change (an edit's, or the cursor's), the rest afresh
+        self.ensure_encoded(max_rows=max(0, patch.first_change - self.encoded_rows))
+        exact_rows = min(self.encoded_rows, patch.first_change, self.stale_from if self.stale_from is not None else self.encoded_rows)
+        fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
+        kv.crop_to(fork, header + exact_rows)
+        kv.encode_chunked(self.handle.model, fork, patch.apply(self.tokens.ids)[exact_rows:])
+        return fork, [self.handle.fim_middle_id]
+
+
+class SessionStore:
+    """Sessions by URI with an LRU over KV bytes: over budget, the least recently used lose their cache."""
+
+    def __init__(self, policy: SessionPolicy) -> None:
+        self.policy = policy
+        self._sessions: OrderedDict[str, DocumentSession] = OrderedDict()
+        self.lock = threading.RLock()
+        self.evictions = 0
+
+    def get(self, uri: str, touch: bool = True) -> DocumentSession | None:
+        """The session, marked most recently used unless ``touch`` is False."""
+        with self.lock:
+            session = self._sessions.get(uri)
+            if session is not None and touch:
+                self._sessions.move_to_end(uri)
+            return session
+
+    def items(self) -> list[tuple[str, DocumentSession]]:
+        with self.lock:
+            return list(self._sessions.items())
+
+    def put(self, uri: str, session: DocumentSession) -> None:
+        with self.lock:
+            self._sessions[uri] = session
+            self._sessions.move_to_end(uri)
+
+    def pop(self, uri: str) -> DocumentSession | None:
+        with self.lock:
+            return self._sessions.pop(uri, None)
+
+    def total_bytes(self) -> int:
+        with self.lock:
+            return sum(s.bytes for s in self._sessions.values())
+
+    def enforce_budget(self, keep: str | None = None) -> int:
+        """Drop caches of least recently used sessions until under budget; returns how many."""
+        dropped = 0
+        with self.lock:
+            for uri, session in list(self._sessions.items()):
+                if self.total_bytes() <= self.policy.memory_budget_bytes:
+                    break
+                if uri != keep and session.cache is not None:
+                    session.drop_cache()
+                    dropped += 1
+            self.evictions += dropped
+        return dropped
