@@ -135,6 +135,18 @@ def _cmd_bench_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_edits(args: argparse.Namespace) -> int:
+    from evals.edits import run_edits_eval
+
+    summary = run_edits_eval(
+        args.model, args.package, args.old, args.new, max_tokens=args.max_doc_tokens, limit=args.limit,
+        stale_budget=args.stale_budget, device=args.device,
+        progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livefim", description="Self-hosted fill-in-the-middle code completion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     fim.add_argument("--device", default=None)
     fim.add_argument("--out", default=None, help="write per-task results as JSON lines")
     fim.set_defaults(run=_cmd_eval)
+
+    edits = eval_sub.add_parser("edits", help="replay real release diffs; pie/prefix vs recompute next-line quality")
+    edits.add_argument("--package", default="requests")
+    edits.add_argument("--old", default="2.31.0")
+    edits.add_argument("--new", default="2.32.0")
+    edits.add_argument("--limit", type=int, default=40, help="number of next-line tasks")
+    edits.add_argument("--max-doc-tokens", type=int, default=2048, help="skip files longer than this")
+    edits.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE refreshes")
+    edits.add_argument("--model", default=None)
+    edits.add_argument("--device", default=None)
+    edits.set_defaults(run=_cmd_eval_edits)
 
     bench = sub.add_parser("bench", help="speed benchmarks (JSON)")
     bench_sub = bench.add_subparsers(dest="suite", required=True)

@@ -281,17 +281,22 @@ def test_unexpected_exception_is_internal_and_server_keeps_serving(tiny_model: L
 
 
 # -- cancellation ------------------------------------------------------------------
-class SlowX:
-    """A fake causal LM: every forward pass sleeps ``delay`` s and predicts the token "x"."""
+class SlowX(torch.nn.Module):
+    """The tiny model made slow and single-minded: every forward pass sleeps ``delay`` s
+    and predicts the token "x" (the inner model still runs, so KV caches stay real)."""
 
-    def __init__(self, config: Any, token_id: int, delay: float) -> None:
-        self.config = config
+    def __init__(self, inner: Any, token_id: int, delay: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.model = inner.model  # what cache.kv.rope_spec reads
+        self.config = inner.config
         self.token_id = token_id
         self.delay = delay
 
-    def __call__(self, input_ids: torch.Tensor, **_: Any) -> SimpleNamespace:
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> SimpleNamespace:
         time.sleep(self.delay)
-        logits = torch.zeros(1, input_ids.shape[1], self.config.vocab_size)  # [B, T, V]
+        out = self.inner(input_ids=input_ids, **kwargs)
+        logits = torch.zeros_like(out.logits)  # [B, T, V]
         logits[..., self.token_id] = 1.0
         return SimpleNamespace(logits=logits)
 
@@ -300,7 +305,7 @@ class SlowX:
 def slow_server(tiny_model: LoadedModel) -> Iterator[RunningServer]:
     (x,) = tiny_model.tokenizer.encode("x")
     slow = LoadedModel(
-        name="slow-x", model=SlowX(tiny_model.model.config, x, delay=0.02), tokenizer=tiny_model.tokenizer,
+        name="slow-x", model=SlowX(tiny_model.model, x, delay=0.02), tokenizer=tiny_model.tokenizer,
         family=tiny_model.family, device=torch.device("cpu"),
     )
     running = start_server(CompletionEngine(slow))
