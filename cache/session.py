@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 from cache import kv
 from cache.fim import fim_split_patch
 from cache.pie import PatchStats, apply_patch, reencode_from
-from cache.tokens import CharEdit, TokenizedText
+from cache.tokens import CharEdit, TokenizedText, TokenPatch, compose
 
 CacheMode = Literal["recompute", "prefix", "pie"]
 CACHE_MODES: tuple[str, ...] = ("recompute", "prefix", "pie")
@@ -61,34 +61,28 @@ class ModelHandle:
 
 
 class DocumentSession:
+    """A document's tokens and KV rows. The rows may lag the text by one pending patch.
+
+    ``cache_ids`` are the tokens the rows describe (``header + cache_ids[:encoded_rows]``);
+    ``pending`` turns ``cache_ids`` into ``tokens.ids``. Edits only extend
+    ``pending`` (cheap: a window re-tokenization); ``sync`` patches the rows,
+    off the request path; a completion composes ``pending`` with the cursor's
+    FIM split and encodes both in one pass.
+    """
+
     def __init__(self, handle: ModelHandle, text: str, header_ids: Sequence[int]) -> None:
         self.handle = handle
         self.header_ids = list(header_ids)
         self.tokens = TokenizedText(handle.tokenizer, text)
-        self.cache: Any | None = None  # rows: header + tokens[:encoded_rows]
+        self.cache: Any | None = None  # rows: header + cache_ids[:encoded_rows]
+        self.cache_ids: list[int] = self.tokens.ids
+        self.pending: TokenPatch | None = None  # cache_ids -> tokens.ids
         self.encoded_rows = 0
-        self.stale_from: int | None = None  # first stale token row (PIE), None when exact
+        self.stale_from: int | None = None  # first stale row (PIE), None when exact
         self.last_edit = time.monotonic()
         self.changed_tokens = 0  # new + removed tokens since the rows were last exact
         self._queued: list[CharEdit] = []
         self._queue_lock = threading.Lock()
-
-    # -- queued edits ------------------------------------------------------
-    def queue_edits(self, edits: list[CharEdit]) -> None:
-        """Record an applied edit batch; ``sync`` patches the cache when the model is free."""
-        with self._queue_lock:
-            self._queued.extend(edits)
-        self.last_edit = time.monotonic()
-
-    @property
-    def has_queued_edits(self) -> bool:
-        return bool(self._queued)
-
-    def sync(self, policy: SessionPolicy) -> PatchStats | None:
-        """Apply every queued edit as one patch (multi-place edits cost one pass)."""
-        with self._queue_lock:
-            edits, self._queued = self._queued, []
-        return self.apply_edits(edits, policy) if edits else None
 
     # -- state -------------------------------------------------------------
     @property
@@ -101,7 +95,7 @@ class DocumentSession:
 
     @property
     def fully_encoded(self) -> bool:
-        return self.cache is not None and self.encoded_rows == len(self.tokens.ids)
+        return self.cache is not None and self.pending is None and self.encoded_rows == len(self.cache_ids)
 
     def clone(self) -> "DocumentSession":
         """An independent session over the same rows (tensors shared, never written in place)."""
@@ -117,14 +111,43 @@ class DocumentSession:
     def drop_cache(self) -> None:
         """Free the KV rows (eviction); the next use re-encodes."""
         self.cache, self.encoded_rows, self.stale_from = None, 0, None
-        self.changed_tokens = 0
+        self.cache_ids, self.pending, self.changed_tokens = self.tokens.ids, None, 0
 
     # -- edits -------------------------------------------------------------
-    def apply_edits(self, edits: list[CharEdit], policy: SessionPolicy) -> PatchStats | None:
-        """Update tokens, then the cache: PIE patch, or crop to the first change."""
-        old_ids = self.tokens.ids
+    def queue_edits(self, edits: list[CharEdit]) -> None:
+        """Record an applied edit batch (called under the document store's lock: no work here)."""
+        with self._queue_lock:
+            self._queued.extend(edits)
+        self.last_edit = time.monotonic()
+
+    @property
+    def has_queued_edits(self) -> bool:
+        return bool(self._queued) or self.pending is not None
+
+    def absorb_queued(self) -> None:
+        """Re-tokenize around queued edits and fold them into ``pending`` (no model work)."""
+        with self._queue_lock:
+            edits, self._queued = self._queued, []
+        if edits:
+            self.record_edits(edits)
+
+    def record_edits(self, edits: list[CharEdit]) -> TokenPatch:
         patch = self.tokens.edit(edits)
-        if self.cache is None or patch.is_noop:
+        if self.cache is None:
+            self.cache_ids = self.tokens.ids
+        elif not patch.is_noop or self.pending is not None:
+            self.pending = patch if self.pending is None else compose(self.pending, patch)
+            if self.pending.is_noop:
+                self.pending = None
+        self.last_edit = time.monotonic()
+        return patch
+
+    def sync(self, policy: SessionPolicy) -> PatchStats | None:
+        """Bring the rows up to the text: PIE patch, or crop to the first change (prefix)."""
+        self.absorb_queued()
+        patch, self.pending = self.pending, None
+        old_ids, self.cache_ids = self.cache_ids, self.tokens.ids
+        if patch is None or self.cache is None:
             return None
         kept = patch.new_length - patch.new_token_count
         self.changed_tokens += patch.new_token_count + (patch.old_length - kept)
@@ -140,7 +163,7 @@ class DocumentSession:
             self.handle.model, self.cache, patch, old_ids, self.handle.rope,
             header_rows=len(self.header_ids), mode="pie", refresh_window=policy.refresh_window,
         )
-        self.encoded_rows = len(self.tokens.ids)
+        self.encoded_rows = len(self.cache_ids)
         earlier = self.stale_from if self.stale_from is not None and self.stale_from < first_change else None
         candidates = [row for row in (earlier, stats.first_stale_row) if row is not None]
         self.stale_from = min(candidates) if candidates else None
@@ -148,17 +171,22 @@ class DocumentSession:
             self.changed_tokens = 0
         return stats
 
+    def apply_edits(self, edits: list[CharEdit], policy: SessionPolicy) -> PatchStats | None:
+        """Record and patch at once (what the background worker does, edit by edit)."""
+        self.record_edits(edits)
+        return self.sync(policy)
+
     # -- encoding ----------------------------------------------------------
     def ensure_encoded(self, max_rows: int | None = None) -> int:
-        """Encode missing rows (new session, eviction, prefix mode), at most ``max_rows``
-        of them (a background step). Returns tokens encoded."""
+        """Encode missing rows of ``cache_ids`` (new session, eviction, prefix mode), at most
+        ``max_rows`` of them (a background step). Returns tokens encoded."""
         model = self.handle.model
         if self.cache is None:
             self.cache = kv.new_cache(model.config)
             kv.encode_chunked(model, self.cache, self.header_ids)
-            self.encoded_rows = 0
-        end = len(self.tokens.ids) if max_rows is None else min(len(self.tokens.ids), self.encoded_rows + max_rows)
-        missing = self.tokens.ids[self.encoded_rows : end]
+            self.encoded_rows, self.cache_ids, self.pending = 0, self.tokens.ids, None
+        end = len(self.cache_ids) if max_rows is None else min(len(self.cache_ids), self.encoded_rows + max_rows)
+        missing = self.cache_ids[self.encoded_rows : end]
         if missing:
             kv.encode_chunked(model, self.cache, missing)
         self.encoded_rows = end
@@ -170,7 +198,7 @@ class DocumentSession:
             return 0
         start = self.stale_from
         end = self.encoded_rows if max_rows is None else min(self.encoded_rows, start + max_rows)
-        reencode_from(self.handle.model, self.cache, self.tokens.ids, start, header_rows=len(self.header_ids), end=end)
+        reencode_from(self.handle.model, self.cache, self.cache_ids, start, header_rows=len(self.header_ids), end=end)
         self.stale_from = None if end >= self.encoded_rows else end
         if self.stale_from is None:
             self.changed_tokens = 0
@@ -185,21 +213,27 @@ class DocumentSession:
     # -- completion --------------------------------------------------------
     def fim_fork(self, cursor: int, mode: CacheMode) -> tuple[Any, list[int]]:
         """A cache holding ``header + prefix + <|fim_suffix|> + suffix`` for a cursor
-        (code-point offset), and the ids still to feed (``<|fim_middle|>``)."""
+        (code-point offset of the current text), and the ids still to feed
+        (``<|fim_middle|>``). Pending edits and the split cost one pass together."""
         assert mode in ("prefix", "pie"), mode
-        patch = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
+        self.absorb_queued()
+        split = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
         header = len(self.header_ids)
+        if self.cache is None:
+            self.ensure_encoded(max_rows=0)  # header only; rows follow below
+        patch = split if self.pending is None else compose(self.pending, split)
+        # rows worth having in the session itself: all (pie re-rotates them), or those before the first change
+        wanted = len(self.cache_ids) if mode == "pie" else min(len(self.cache_ids), patch.first_change)
+        if self.encoded_rows < wanted:
+            self.ensure_encoded(max_rows=wanted - self.encoded_rows)
+        fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
         if mode == "pie":
-            self.ensure_encoded()
-            fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
-            apply_patch(self.handle.model, fork, patch, self.tokens.ids, self.handle.rope, header_rows=header, mode="pie")
+            apply_patch(self.handle.model, fork, patch, self.cache_ids, self.handle.rope, header_rows=header, mode="pie")
             return fork, [self.handle.fim_middle_id]
         # prefix: exact rows up to the first change (an edit's, or the cursor's), the rest afresh
-        self.ensure_encoded(max_rows=max(0, patch.first_change - self.encoded_rows))
         exact_rows = min(self.encoded_rows, patch.first_change, self.stale_from if self.stale_from is not None else self.encoded_rows)
-        fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
         kv.crop_to(fork, header + exact_rows)
-        kv.encode_chunked(self.handle.model, fork, patch.apply(self.tokens.ids)[exact_rows:])
+        kv.encode_chunked(self.handle.model, fork, patch.apply(self.cache_ids)[exact_rows:])
         return fork, [self.handle.fim_middle_id]
 
 

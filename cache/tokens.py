@@ -467,3 +467,39 @@ def _trim_against_old(runs: list[Run], old_ids: list[int]) -> list[Run]:
             q += 1
         out += [KeptRun(lo, lo + p), NewRun(new[p : len(new) - q]), KeptRun(hi - q, hi)]
     return _canonical(out)
+
+
+def compose(first: TokenPatch, second: TokenPatch) -> TokenPatch:
+    """One patch doing ``first`` then ``second`` (old -> mid -> new), in old coordinates.
+
+    Why: a completion after an edit can then encode the edit's tokens and the
+    cursor's FIM split in a single forward pass. Kept runs of ``second`` that
+    land on tokens ``first`` kept stay kept; the rest become new tokens.
+
+    ``compose(P([K(0,2), N([7]), K(3,6)]), P([K(0,4), N([9]), K(4,6)]))``
+    is ``[K(0,2), N([7]), K(3,4), N([9]), K(4,6)]``.
+    """
+    assert second.old_length == first.new_length, (second.old_length, first.new_length)
+    segments: list[tuple[int, Run]] = []  # (mid start, run of first)
+    mid = 0
+    for run in first.runs:
+        segments.append((mid, run))
+        mid += len(run)
+    mid_starts = [start for start, _ in segments]
+    out: list[Run] = []
+    for run in second.runs:
+        if isinstance(run, NewRun):
+            out.append(run)
+            continue
+        index = max(0, bisect_left(mid_starts, run.old_start + 1) - 1)
+        position = run.old_start
+        while position < run.old_end:
+            seg_start, seg = segments[index]
+            take_from = position - seg_start
+            take_to = min(len(seg), run.old_end - seg_start)
+            out.append(_slice(seg, take_from, take_to))
+            position = seg_start + take_to
+            index += 1
+    old_ids_needed = first.old_length
+    runs = _canonical(out)
+    return TokenPatch(old_ids_needed, runs)

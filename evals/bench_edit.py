@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from cache import kv
-from cache.session import DocumentSession, ModelHandle, SessionPolicy
+from cache.session import DocumentSession, ModelHandle
 from cache.tokens import CharEdit, tokenize
 from engine.prompt import build_fim_prompt, session_header_ids
 from engine.runtime import LoadedModel, load_model
@@ -144,7 +144,8 @@ def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], devic
                 session = base.clone()
 
                 def ready(session=session, mode=mode) -> int:
-                    session.apply_edits(case.edits, SessionPolicy(mode=mode))
+                    # the edit is still pending when the request arrives: worst case for the session
+                    session.record_edits(case.edits)
                     fork, _ = session.fim_fork(cursor, mode)
                     return kv.length(fork) - len(header)
 

@@ -170,3 +170,24 @@ def test_staleness_accounting_and_refresh_due(handle, header):
     assert s.refresh(max_rows=5) == 5 and s.stale_from is not None  # one bounded step
     s.refresh()
     assert s.stale_from is None and s.changed_tokens == 0 and not s.refresh_due(policy)
+
+
+@pytest.mark.parametrize("kind", list(EDITS))
+def test_pending_edit_and_fim_split_in_one_pass(handle, header, kind):
+    """A request that arrives before the edit was patched: one pass encodes both."""
+    s = session(handle, header)
+    s.record_edits(EDITS[kind])
+    assert s.pending is not None and s.has_queued_edits
+    text = s.tokens.text
+    cursor = text.index("for value") + 3
+    ids = build_fim_prompt(handle.tokenizer, _family(handle), text[:cursor], text[cursor:], path="calc.py", budget=None).token_ids
+    reference = kv.new_cache(handle.model.config)
+    expected = kv.encode(handle.model, reference, ids)
+    exact, rest = s.clone().fim_fork(cursor, "prefix")
+    assert torch.allclose(kv.encode(handle.model, exact, rest), expected, atol=1e-4)
+    approx, rest = s.fim_fork(cursor, "pie")
+    kv.crop_to(reference, len(ids) - 1)
+    assert layer_close(approx, reference, 0, atol=1e-4)
+    assert kv.length(s.cache) == len(header) + len(s.cache_ids)  # session rows untouched, still pending
+    s.sync(PIE)
+    assert s.pending is None and s.cache_ids == s.tokens.ids
