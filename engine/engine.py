@@ -100,8 +100,9 @@ class CompletionEngine:
         return self._handle
 
     def warm_up(self) -> None:
-        """Load the model now rather than on the first completion."""
+        """Load the model now rather than on the first completion; then encode open documents."""
         _ = self.handle
+        self._nudge_worker()
 
     def close(self) -> None:
         """Stop the background worker (tests, shutdown)."""

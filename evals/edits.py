@@ -151,11 +151,27 @@ def run_edits_eval(
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
     loaded = load_model(model_name, device, install_missing=True)
+    old_files = python_files(fetch_release(package, old_version))
+    new_files = python_files(fetch_release(package, new_version))
+    records = replay_edits(loaded, old_files, new_files, max_tokens=max_tokens, limit=limit, stale_budget=stale_budget, progress=progress)
+    return summarize(records, loaded.name, package, old_version, new_version, stale_budget)
+
+
+@torch.inference_mode()
+def replay_edits(
+    loaded: LoadedModel,
+    old_files: dict[str, str],
+    new_files: dict[str, str],
+    *,
+    max_tokens: int = 2048,
+    limit: int = 40,
+    stale_budget: int = 256,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """One record per predicted line: each mode's output, ready time and top-1 agreement."""
     tok, family = loaded.tokenizer, loaded.family
     handle = ModelHandle(loaded.model, tok, kv.rope_spec(loaded.model),
                          tok.convert_tokens_to_ids(family.fim_suffix_token), tok.convert_tokens_to_ids(family.fim_middle_token))
-    old_files = python_files(fetch_release(package, old_version))
-    new_files = python_files(fetch_release(package, new_version))
     pie_policy = SessionPolicy(mode="pie", stale_budget=stale_budget, idle_refresh_seconds=float("inf"))
     records: list[dict] = []
     for path in sorted(set(old_files) & set(new_files)):
@@ -223,9 +239,11 @@ def run_edits_eval(
             records.append(record)
             if progress:
                 progress({k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()})
+            for name, session in sessions.items():
+                assert session.tokens.text == text, (path, name)
         if len(records) >= limit:
             break
-    return summarize(records, loaded.name, package, old_version, new_version, stale_budget)
+    return records
 
 
 def summarize(records: list[dict], model: str, package: str, old: str, new: str, stale_budget: int) -> dict:
