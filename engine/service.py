@@ -30,6 +30,7 @@ from typing import Iterator, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from cache.session import SessionPolicy
 from engine import adapters
 from engine.client import CHANNEL_OPTIONS, SERVICE_NAME
 from engine.engine import CompletionEngine
@@ -165,17 +166,24 @@ def start_server(engine: CompletionEngine, address: str = "127.0.0.1:0", max_wor
     return RunningServer(server=server, health=health_servicer, host=host, port=port)
 
 
-def serve(port: int, host: str = "127.0.0.1", model: str | None = None, device: str | None = None) -> None:
+def serve(
+    port: int,
+    host: str = "127.0.0.1",
+    model: str | None = None,
+    device: str | None = None,
+    policy: SessionPolicy | None = None,
+) -> None:
     """``livefim serve``: load and warm the model, serve until SIGINT/SIGTERM, then stop gracefully."""
     from engine.runtime import load_model
 
-    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True))
+    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True), policy=policy)
     engine.warm_up()
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     running = start_server(engine, f"{bind_host}:{port}")
     loaded = engine.model
     print(
-        f"livefim engine serving {SERVICE_NAME} on {running.address} (model {loaded.name} on {loaded.device})",
+        f"livefim engine serving {SERVICE_NAME} on {running.address} "
+        f"(model {loaded.name} on {loaded.device}, cache mode {engine.policy.mode})",
         file=sys.stderr,
         flush=True,
     )

@@ -16,9 +16,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # before torch loads anywher
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from cache.session import SessionPolicy
     from engine.service import serve
 
-    serve(port=args.port, host=args.host, model=args.model, device=args.device)
+    policy = SessionPolicy(
+        mode=args.cache_mode, stale_budget=args.stale_budget, refresh_window=args.refresh_window,
+        idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
+    )
+    serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy)
     return 0
 
 
@@ -156,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--model", default=None, help="registry name (default: the registry default)")
     serve.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    serve.add_argument("--cache-mode", choices=["pie", "prefix", "recompute"], default="pie",
+                       help="how document KV caches follow edits (default: pie); requests may override")
+    serve.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE rows are refreshed")
+    serve.add_argument("--refresh-window", type=int, default=0, help="rows re-encoded right after each edit")
+    serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
+    serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
     serve.set_defaults(run=_cmd_serve)
 
     lsp = sub.add_parser("lsp", help="run the language server on stdio")
