@@ -41,7 +41,8 @@ class SessionPolicy:
     """How sessions keep their caches; defaults are justified in BENCHMARKS.md."""
 
     mode: CacheMode = "pie"
-    refresh_window: int = 0  # rows re-encoded right after each change (pie)
+    refresh_window: int = 0  # rows re-encoded right after each change when edits are patched (pie)
+    cursor_refresh_window: int = 0  # suffix rows re-encoded after <|fim_suffix|> per completion (pie)
     stale_budget: int = 256  # changed tokens (new + removed) tolerated before stale rows are refreshed
     idle_refresh_seconds: float = 2.0  # refresh stale rows after this long without edits
     refresh_chunk: int = 64  # rows per background step (bounds how long a completion waits)
@@ -211,10 +212,12 @@ class DocumentSession:
         return self.changed_tokens > policy.stale_budget or idle
 
     # -- completion --------------------------------------------------------
-    def fim_fork(self, cursor: int, mode: CacheMode) -> tuple[Any, list[int]]:
+    def fim_fork(self, cursor: int, mode: CacheMode, refresh_window: int = 0) -> tuple[Any, list[int]]:
         """A cache holding ``header + prefix + <|fim_suffix|> + suffix`` for a cursor
         (code-point offset of the current text), and the ids still to feed
-        (``<|fim_middle|>``). Pending edits and the split cost one pass together."""
+        (``<|fim_middle|>``). Pending edits and the split cost one pass together.
+        ``refresh_window`` (pie): also re-encode that many rows after each change,
+        so the suffix right after the cursor sees ``<|fim_suffix|>``."""
         assert mode in ("prefix", "pie"), mode
         self.absorb_queued()
         split = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
@@ -228,7 +231,10 @@ class DocumentSession:
             self.ensure_encoded(max_rows=wanted - self.encoded_rows)
         fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
         if mode == "pie":
-            apply_patch(self.handle.model, fork, patch, self.cache_ids, self.handle.rope, header_rows=header, mode="pie")
+            apply_patch(
+                self.handle.model, fork, patch, self.cache_ids, self.handle.rope,
+                header_rows=header, mode="pie", refresh_window=refresh_window,
+            )
             return fork, [self.handle.fim_middle_id]
         # prefix: exact rows up to the first change (an edit's, or the cursor's), the rest afresh
         exact_rows = min(self.encoded_rows, patch.first_change, self.stale_from if self.stale_from is not None else self.encoded_rows)

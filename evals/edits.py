@@ -10,8 +10,9 @@ document (header + prefix + <|fim_suffix|> + suffix + <|fim_middle|>).
 
 Modes: ``recompute`` (fresh encode), ``prefix`` (a session re-encoding from the
 first change), ``pie`` (a session patched by PIE, refreshed when its changed
-tokens pass the staleness budget) and ``pie-norefresh`` (never refreshed:
-shows what the budget buys). Reported per mode: exact match, edit similarity,
+tokens pass the staleness budget), ``pie-window`` (the same, also re-encoding
+``cursor_window`` suffix rows after ``<|fim_suffix|>`` per request) and
+``pie-norefresh`` (never refreshed: shows what the budget buys). Reported per mode: exact match, edit similarity,
 top-1 agreement with recompute under teacher forcing (the recompute output fed
 through each mode's cache, argmax compared position by position), and ready time.
 """
@@ -41,7 +42,7 @@ from engine.runtime import LoadedModel, load_model
 from engine.stops import CompletionContext
 from engine.types import CompletionOptions, Scope
 
-MODES = ("recompute", "prefix", "pie", "pie-norefresh")
+MODES = ("recompute", "prefix", "pie", "pie-window", "pie-norefresh")
 
 
 # -- data ------------------------------------------------------------------
@@ -147,14 +148,18 @@ def run_edits_eval(
     max_tokens: int = 2048,
     limit: int = 40,
     stale_budget: int = 256,
+    cursor_window: int = 32,
     device: str | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
     loaded = load_model(model_name, device, install_missing=True)
     old_files = python_files(fetch_release(package, old_version))
     new_files = python_files(fetch_release(package, new_version))
-    records = replay_edits(loaded, old_files, new_files, max_tokens=max_tokens, limit=limit, stale_budget=stale_budget, progress=progress)
-    return summarize(records, loaded.name, package, old_version, new_version, stale_budget)
+    records = replay_edits(loaded, old_files, new_files, max_tokens=max_tokens, limit=limit,
+                           stale_budget=stale_budget, cursor_window=cursor_window, progress=progress)
+    summary = summarize(records, loaded.name, package, old_version, new_version, stale_budget)
+    summary["cursor_window"] = cursor_window
+    return summary
 
 
 @torch.inference_mode()
@@ -166,6 +171,7 @@ def replay_edits(
     max_tokens: int = 2048,
     limit: int = 40,
     stale_budget: int = 256,
+    cursor_window: int = 32,
     progress: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """One record per predicted line: each mode's output, ready time and top-1 agreement."""
@@ -181,7 +187,7 @@ def replay_edits(
         header = session_header_ids(tok, family, path.rsplit("/", 1)[-1])
         base = DocumentSession(handle, old, header)
         base.ensure_encoded()
-        sessions = {"prefix": base.clone(), "pie": base.clone(), "pie-norefresh": base.clone()}
+        sessions = {name: base.clone() for name in MODES[1:]}
         text, shift = old, 0
         for hunk in hunks(old, new):
             if len(records) >= limit:
@@ -199,7 +205,7 @@ def replay_edits(
             edits = [CharEdit(start, end, joined)]
             text = text[:start] + joined + text[end:]
             shift += len(hunk.new_lines) - (hunk.old_end - hunk.old_start)
-            policies = {"prefix": SessionPolicy(mode="prefix"), "pie": pie_policy, "pie-norefresh": pie_policy}
+            policies = {"prefix": SessionPolicy(mode="prefix"), "pie": pie_policy, "pie-window": pie_policy, "pie-norefresh": pie_policy}
             for name, session in sessions.items():
                 session.apply_edits(edits, policies[name])
             if target is None:
@@ -223,9 +229,10 @@ def replay_edits(
 
             for name, session in sessions.items():
                 started = time.perf_counter()
-                if name == "pie" and session.refresh_due(pie_policy):
+                if name in ("pie", "pie-window") and session.refresh_due(pie_policy):
                     session.refresh()
-                fork, rest = session.fim_fork(cursor, "prefix" if name == "prefix" else "pie")
+                window = cursor_window if name == "pie-window" else 0
+                fork, rest = session.fim_fork(cursor, "prefix" if name == "prefix" else "pie", window)
                 record[f"{name}_ready_s"] = time.perf_counter() - started
                 saved = kv.snapshot(fork)
                 record[name], _ = predict(loaded, rest, fork, context)

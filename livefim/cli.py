@@ -145,7 +145,7 @@ def _cmd_eval_edits(args: argparse.Namespace) -> int:
 
     summary = run_edits_eval(
         args.model, args.package, args.old, args.new, max_tokens=args.max_doc_tokens, limit=args.limit,
-        stale_budget=args.stale_budget, device=args.device,
+        stale_budget=args.stale_budget, cursor_window=args.cursor_window, device=args.device,
         progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True),
     )
     print(json.dumps(summary, indent=2))
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     edits.add_argument("--limit", type=int, default=40, help="number of next-line tasks")
     edits.add_argument("--max-doc-tokens", type=int, default=2048, help="skip files longer than this")
     edits.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE refreshes")
+    edits.add_argument("--cursor-window", type=int, default=32, help="suffix rows the pie-window mode re-encodes")
     edits.add_argument("--model", default=None)
     edits.add_argument("--device", default=None)
     edits.set_defaults(run=_cmd_eval_edits)
