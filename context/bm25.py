@@ -51,10 +51,14 @@ def split_identifier(identifier: str) -> tuple[str, ...]:
     cached = _split_cache.get(identifier)
     if cached is not None:
         return cached
-    parts = [p.lower() for piece in identifier.split("_") for p in _CAMEL_PART.findall(piece)]
-    parts = [p for p in parts if len(p) > 1 and not p.isdigit()]
+    raw = [p.lower() for piece in identifier.split("_") for p in _CAMEL_PART.findall(piece)]
+    parts = [p for p in raw if len(p) > 1 and not p.isdigit()]
     whole = identifier.lower().strip("_")
-    out = tuple(parts + [whole]) if len(parts) > 1 else (tuple(parts) if parts else ((whole,) if len(whole) > 1 else ()))
+    if len(raw) > 1 and len(whole) > 1 and whole not in parts:
+        parts.append(whole)
+    elif not parts and len(whole) > 1:
+        parts = [whole]
+    out = tuple(parts)
     if len(_split_cache) < 500_000:
         _split_cache[identifier] = out
     return out
@@ -215,24 +219,26 @@ class BM25Index:
 
     # --- queries -----------------------------------------------------------------
 
-    def search(self, query_terms: Iterable[str], k: int = 20, exclude: Iterable[int] = ()) -> SearchResult:
-        """The ``k`` best documents for the terms (each distinct term counted once)."""
+    def score_all(self, query_terms: Iterable[str]) -> tuple[np.ndarray, float]:
+        """BM25 score of every document id (0 for absent ones) and the query's idf mass.
+
+        Each distinct known term counts once; past ``max_query_terms`` only the
+        rarest terms are kept (common ones add little and cost the most).
+        """
         n_docs = len(self._doc_terms)
-        if n_docs == 0:
-            return SearchResult([], 0.0)
+        scores = np.zeros(len(self._doc_len), np.float32)
         term_ids = sorted({self.vocab[t] for t in query_terms if t in self.vocab})
         term_ids = [t for t in term_ids if self._df[t] > 0]
-        if not term_ids:
-            return SearchResult([], 0.0)
+        if n_docs == 0 or not term_ids:
+            return scores, 0.0
         ids = np.asarray(term_ids, np.int64)
         df = self._df[ids].astype(np.float64)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
-        if len(ids) > self.max_query_terms:  # keep the most informative terms
+        if len(ids) > self.max_query_terms:
             keep = np.argsort(-idf, kind="stable")[: self.max_query_terms]
             ids, idf = ids[keep], idf[keep]
         avg_len = self._total_len / n_docs if self._total_len > 0 else 1.0
         norm = self.k1 * (1.0 - self.b + self.b * self._doc_len / avg_len)  # [capacity]
-        scores = np.zeros(len(self._doc_len), np.float32)
         block_terms = len(self._indptr) - 1
         for term_id, weight in zip(ids.tolist(), idf.tolist()):
             if term_id >= block_terms:
@@ -240,7 +246,7 @@ class BM25Index:
             start, end = self._indptr[term_id], self._indptr[term_id + 1]
             if start == end:
                 continue
-            docs = self._post_docs[start:end]
+            docs = self._post_docs[start:end]  # each doc once per term: fancy += is safe
             tf = self._post_tfs[start:end]
             scores[docs] += weight * tf * (self.k1 + 1.0) / (tf + norm[docs])
         if self._delta:
@@ -249,17 +255,37 @@ class BM25Index:
             dense = np.zeros(len(self.vocab), np.float64)
             dense[ids] = idf
             docs, tf = delta_docs[mask], delta_tfs[mask]
-            scores[list(self._delta)] = 0.0
             np.add.at(scores, docs, (dense[delta_terms[mask]] * tf * (self.k1 + 1.0) / (tf + norm[docs])).astype(np.float32))
         scores[~self._alive] = 0.0
-        for doc in exclude:
-            if doc < len(scores):
-                scores[doc] = 0.0
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[scores[top] > 0]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return SearchResult([(int(d), float(scores[d])) for d in top], float(idf.sum()))
+        return scores, float(idf.sum())
+
+    @staticmethod
+    def top(scores: np.ndarray, k: int, exclude: Iterable[int] = (), only: Iterable[int] | None = None) -> list[tuple[int, float]]:
+        """The ``k`` best (doc, score) of ``score_all``'s array; ``only`` restricts to those docs."""
+        if only is not None:
+            allowed = np.fromiter((d for d in only if d < len(scores)), np.int64)
+            if len(allowed) == 0:
+                return []
+            candidates = allowed
+        else:
+            candidates = np.arange(len(scores))
+        excluded = set(exclude)
+        wanted = min(k + len(excluded), len(candidates))
+        if k <= 0 or wanted <= 0:
+            return []
+        values = scores[candidates]
+        top = np.argpartition(-values, wanted - 1)[:wanted] if wanted < len(candidates) else np.arange(len(candidates))
+        top = top[values[top] > 0]
+        top = top[np.argsort(-values[top], kind="stable")]
+        hits = [(int(candidates[i]), float(values[i])) for i in top if int(candidates[i]) not in excluded]
+        return hits[:k]
+
+    def search(
+        self, query_terms: Iterable[str], k: int = 20, exclude: Iterable[int] = (), only: Iterable[int] | None = None
+    ) -> SearchResult:
+        """The ``k`` best documents for the terms; ``exclude`` drops documents, ``only`` keeps just those."""
+        scores, weight = self.score_all(query_terms)
+        return SearchResult(self.top(scores, k, exclude, only), weight)
 
     # --- persistence -------------------------------------------------------------
 

@@ -163,8 +163,11 @@ class _Chunker:
         members = self.spans(list(body.named_children))
         if not any(span.kind == "definition" for span in members):
             return [unit]
-        first = members[0].start
-        header = [_Span(unit.start, first, "header", definition)] if first > unit.start else []
+        # The header runs to the first member definition: class line, docstring, fields.
+        first = next(i for i, span in enumerate(members) if span.kind == "definition")
+        header_end = members[first].start
+        members = members[first:]
+        header = [_Span(unit.start, header_end, "header", definition)] if header_end > unit.start else []
         members[-1].end = max(members[-1].end, unit.end)  # the closing brace goes with the last member
         return header + members
 

@@ -10,7 +10,7 @@ Example::
     >>> [(d.kind, d.name, d.name_line) for d in parsed.definitions]
     [('function', 'area', 2)]
     >>> parsed.imports
-    (Import(module='.shapes', name='Circle', alias='C', wildcard=False, line=0, binding='C'),)
+    (Import(module='.shapes', name='Circle', alias='C', wildcard=False, line=0, binding='C', end_line=0),)
 """
 
 from __future__ import annotations
@@ -22,7 +22,42 @@ import tree_sitter
 
 from context.languages import LanguageSpec, load_languages
 
-__all__ = ["Symbol", "Import", "DefinitionNode", "ParsedFile", "parse_source", "expand_rust_use", "load_languages"]
+__all__ = ["CHAIN", "split_chain", "import_usages", "Symbol", "Import", "DefinitionNode", "ParsedFile", "parse_source", "expand_rust_use", "load_languages"]
+
+
+CHAIN = re.compile(r"(?<![\w$.])[A-Za-z_$][\w$]*(?:\s*(?:\.|::)\s*[A-Za-z_$][\w$]*)*")
+_CHAIN_SEPARATOR = re.compile(r"\s*(?:\.|::)\s*")
+
+
+def split_chain(chain: str) -> list[str]:
+    """``"shapes.Circle.area"`` / ``"geo::Circle::new"`` -> its names."""
+    return _CHAIN_SEPARATOR.split(chain)
+
+
+def import_usages(text: str, imports: tuple[Import, ...] | list[Import], max_parts: int = 3) -> dict[str, tuple[int, ...]]:
+    """Lines (0-based) where each chain starting with an imported name is used, import lines excluded.
+
+    Why at index time: which imported names a file uses, and where, predicts what
+    the next line will use; scanning a 3,000-line file per keystroke would not fit
+    the retrieval budget, so the index keeps this small map per file.
+
+    >>> import_usages("import os\\nx = os.path.join(a)\\ny = os.sep\\n", [Import("os", binding="os")])
+    {'os.path.join': (1,), 'os.sep': (2,)}
+    """
+    bindings = {imp.binding for imp in imports if imp.binding}
+    import_lines = {line for imp in imports for line in imp.lines}
+    found: dict[str, list[int]] = {}
+    if not bindings:
+        return {}
+    for number, line in enumerate(text.split("\n")):
+        if number in import_lines:
+            continue
+        for chain in CHAIN.findall(line):
+            parts = split_chain(chain)
+            if parts[0] in bindings:
+                key = ".".join(parts[:max_parts]) if "::" not in chain else "::".join(parts[:max_parts])
+                found.setdefault(key, []).append(number)
+    return {chain: tuple(lines) for chain, lines in found.items()}
 
 
 @dataclass(frozen=True)
@@ -49,6 +84,11 @@ class Import:
     wildcard: bool = False
     line: int = 0
     binding: str | None = None
+    end_line: int | None = None  # last line of the import statement (None: same as ``line``)
+
+    @property
+    def lines(self) -> range:
+        return range(self.line, (self.end_line if self.end_line is not None else self.line) + 1)
 
 
 @dataclass(frozen=True)
@@ -152,14 +192,14 @@ def expand_rust_use(path: str) -> list[tuple[list[str], str | None, bool]]:
     return out
 
 
-def _rust_imports(path_node: tree_sitter.Node, line: int) -> list[Import]:
+def _rust_imports(path_node: tree_sitter.Node, line: int, end_line: int) -> list[Import]:
     imports = []
     for segments, alias, wildcard in expand_rust_use(_text(path_node)):
         if wildcard:
-            imports.append(Import("::".join(segments), None, None, True, line, None))
+            imports.append(Import("::".join(segments), None, None, True, line, None, end_line))
         elif segments:
             module, name = "::".join(segments[:-1]), segments[-1]
-            imports.append(Import(module, name, alias, False, line, alias or name))
+            imports.append(Import(module, name, alias, False, line, alias or name, end_line))
     return imports
 
 
@@ -186,19 +226,20 @@ def parse_source(spec: LanguageSpec, text: str | bytes) -> ParsedFile:
         if "import" in captures:
             statement = captures["import"][0]
             import_nodes[statement.id] = statement
-            line = statement.start_point[0]
+            line, end_line = statement.start_point[0], statement.end_point[0]
             if "import.path" in captures:
-                imports += _rust_imports(captures["import.path"][0], line)
+                imports += _rust_imports(captures["import.path"][0], line, end_line)
                 continue
             module = _text(captures["import.module"][0]) if "import.module" in captures else ""
             wildcard = "import.wildcard" in captures
             if "import.default" in captures:  # JS default import: bound name, the module's default export
                 alias = _text(captures["import.default"][0])
-                imports.append(Import(module, "default", alias, False, line, alias))
+                imports.append(Import(module, "default", alias, False, line, alias, end_line))
                 continue
             name = _text(captures["import.name"][0]) if "import.name" in captures else None
             alias = _text(captures["import.alias"][0]) if "import.alias" in captures else None
-            imports.append(Import(module, name, alias, wildcard, line, _binding(spec, module, name, alias, wildcard)))
+            binding = _binding(spec, module, name, alias, wildcard)
+            imports.append(Import(module, name, alias, wildcard, line, binding, end_line))
             continue
         for capture, nodes in captures.items():
             if not capture.startswith("definition."):
@@ -213,7 +254,9 @@ def parse_source(spec: LanguageSpec, text: str | bytes) -> ParsedFile:
             previous = found.get((node.id, name))
             if previous is None or previous.kind in spec.symbol_only:
                 found[(node.id, name)] = DefinitionNode(node, kind, name, name_node.start_point[0], container)
-    definitions = _drop_local_definitions(spec, list(found.values()))
+    # `const fs = require("fs")` is an import, not a definition of fs.
+    definitions = [d for d in found.values() if not (d.kind in spec.symbol_only and d.node.id in import_nodes)]
+    definitions = _drop_local_definitions(spec, definitions)
     return ParsedFile(
         tree=tree,
         definitions=tuple(definitions),

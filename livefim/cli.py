@@ -1,4 +1,4 @@
-"""``livefim``: the one entry point (serve | lsp | complete | models | eval | bench).
+"""``livefim``: the one entry point (serve | lsp | complete | index | models | eval | bench).
 
 Why argparse and lazy imports: ``livefim --help`` and ``livefim models list``
 must answer instantly, without importing torch.
@@ -152,6 +152,64 @@ def _cmd_eval_edits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_printer(label: str):
+    """A ``progress(done, total)`` that redraws one stderr line, at most every 1% of the files."""
+    shown = {"step": -1}
+
+    def progress(done: int, total: int) -> None:
+        step = done * 100 // max(total, 1)
+        if step != shown["step"] or done == total:
+            shown["step"] = step
+            end = "\n" if done == total else ""
+            print(f"\r{label} {done}/{total} files", end=end, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from context.store import DiskStore, RedisStore, load_or_build
+
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        print(f"livefim index: not a directory: {repo}", file=sys.stderr)
+        return 2
+    if args.store == "redis":
+        import redis
+
+        store = RedisStore(args.redis_url)
+        try:
+            store.ping()
+        except redis.RedisError as error:
+            print(f"livefim index: cannot reach Redis at {args.redis_url}: {error}", file=sys.stderr)
+            return 2
+    else:
+        store = DiskStore()
+    index, outcome = load_or_build(repo, store, progress=_progress_printer("indexing"))
+    report = index.last_report
+    summary = {
+        "repo": str(index.root),
+        "status": outcome.status,
+        "detail": outcome.detail,
+        **index.stats(),
+        "parsed": outcome.files_parsed,
+        "skipped": dict(report.skipped) if report else {},
+        "seconds": round(report.seconds, 2) if report else None,
+        "store": store.location(index.root),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_bench_context(args: argparse.Namespace) -> int:
+    from evals.bench_context import bench_context, default_repo
+
+    repo = Path(args.repo) if args.repo else default_repo()
+    report = bench_context(repo, cursors=args.cursors, edits=args.edits, seed=args.seed,
+                           progress=_progress_printer("indexing"))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livefim", description="Self-hosted fill-in-the-middle code completion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--scope", choices=["auto", "line", "block"], default="auto")
     complete.add_argument("--json", action="store_true", help="print text, tokens and timings as JSON")
     complete.set_defaults(run=_cmd_complete)
+
+    index = sub.add_parser("index", help="index a repository for cross-file context (tree-sitter chunks, symbols, BM25)")
+    index.add_argument("repo", help="repository directory")
+    index.add_argument("--store", choices=["disk", "redis"], default="disk",
+                       help="where the index lives (disk: $LIVEFIM_HOME/index, default ~/.cache/livefim/index)")
+    index.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    index.set_defaults(run=_cmd_index)
 
     models = sub.add_parser("models", help="install and list models (no model hub needed)")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -235,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit_bench.add_argument("--edits", default="insert,delete,replace,multi")
     edit_bench.add_argument("--device", default=None)
     edit_bench.set_defaults(run=_cmd_bench_edit)
+    context_bench = bench_sub.add_parser("context", help="index build files/s, update latency, retrieval p50/p95")
+    context_bench.add_argument("--repo", default=None, help="repository (default: this Python's standard library)")
+    context_bench.add_argument("--cursors", type=int, default=200)
+    context_bench.add_argument("--edits", type=int, default=20)
+    context_bench.add_argument("--seed", type=int, default=0)
+    context_bench.set_defaults(run=_cmd_bench_context)
     return parser
 
 

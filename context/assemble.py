@@ -1,0 +1,204 @@
+"""Fit retrieved chunks, prefix and suffix into a token budget, in the repo-level FIM format.
+
+Why segments, not a string: control markers (``<|file_sep|>``) must become single
+special tokens while user text must never be read as one (a file may contain the
+literal text ``<|file_sep|>``). The engine tokenizes each ``Segment`` by its kind.
+
+Why this order: the prompt is ``repo name, context files, current file``. Context
+files are sorted by path and their chunks by line, so two requests that retrieve
+the same chunks produce byte-identical leading segments whose KV the engine can
+reuse (``RepoPrompt.stable_segments`` says how many). The current file comes last
+because it changes on every keystroke.
+
+Budget: chunks are taken greedily in score order while the context segments
+(repo line, every ``<|file_sep|>path\\n...`` block) fit ``max_context_tokens``; a
+control marker costs 1 token, text costs ``count_tokens(text)``. Prefix and
+suffix are cut on line boundaries to their own budgets (the prefix keeps its
+last lines, the suffix its first). Chunks of one file that are not adjacent are
+separated by an elision line in the file's comment syntax (``# ...``).
+
+Example (a word counter stands in for the tokenizer)::
+
+    >>> words = lambda text: len(text.split())
+    >>> chunks = [RetrievedChunk("geo/shapes.py", 0, 2, "class Circle:\\n    r: float", 1.0, "definition:Circle")]
+    >>> prompt = assemble_repo_prompt(chunks, "app.py", "c = ", "\\n", words, ContextBudget(20, 10, 10), repo_name="demo")
+    >>> prompt.render()
+    '<|repo_name|>demo\\n<|file_sep|>geo/shapes.py\\nclass Circle:\\n    r: float\\n<|file_sep|>app.py\\n<|fim_prefix|>c = <|fim_suffix|>\\n<|fim_middle|>'
+    >>> prompt.context_tokens, prompt.stable_segments  # (1 + 1 "demo") + (1 + 5 words of the file block)
+    (8, 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from context.languages import language_for_path
+from context.retrieve import RetrievedChunk
+
+CountTokens = Callable[[str], int]
+CONTROL = "control"
+TEXT = "text"
+
+
+@dataclass(frozen=True)
+class ContextBudget:
+    """Token budgets of the three parts of a repo-level prompt."""
+
+    max_context_tokens: int = 1024
+    max_prefix_tokens: int = 1536
+    max_suffix_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class RepoFormat:
+    """The model's markers (Qwen2.5-Coder by default; the engine may build one from its registry)."""
+
+    repo_name: str = "<|repo_name|>"
+    file_sep: str = "<|file_sep|>"
+    fim_prefix: str = "<|fim_prefix|>"
+    fim_suffix: str = "<|fim_suffix|>"
+    fim_middle: str = "<|fim_middle|>"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of the prompt: ``kind`` is "control" (one special token) or "text" (user text)."""
+
+    kind: str
+    text: str
+    role: str  # "repo", "context", "file", "prefix", "suffix", "middle"
+
+
+@dataclass(frozen=True)
+class RepoPrompt:
+    segments: tuple[Segment, ...]
+    included: tuple[RetrievedChunk, ...]  # in prompt order
+    dropped: tuple[RetrievedChunk, ...]  # did not fit
+    context_tokens: int  # cost of the repo line and context files, as counted for the budget
+    prefix: str  # the prefix actually used
+    suffix: str
+    truncated_prefix: bool
+    truncated_suffix: bool
+    stable_segments: int  # leading segments that depend only on the chosen chunks (KV-reusable)
+
+    def render(self) -> str:
+        """The prompt as one string (for logs and tests; the engine tokenizes ``segments``)."""
+        return "".join(segment.text for segment in self.segments)
+
+
+def keep_last_lines(text: str, max_tokens: int, count_tokens: CountTokens) -> tuple[str, bool]:
+    """The longest tail of ``text`` that starts at a line start and costs at most ``max_tokens``.
+
+    Binary search over the number of kept lines: ``count_tokens`` runs O(log lines) times.
+    """
+    if count_tokens(text) <= max_tokens:
+        return text, False
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    low, high = 0, len(starts)  # keep text[starts[k]:] for the smallest k that fits
+    while low < high:
+        middle = (low + high) // 2
+        if count_tokens(text[starts[middle] :]) <= max_tokens:
+            high = middle
+        else:
+            low = middle + 1
+    kept = text[starts[low] :] if low < len(starts) else ""
+    return kept, True
+
+
+def keep_first_lines(text: str, max_tokens: int, count_tokens: CountTokens) -> tuple[str, bool]:
+    """The longest head of ``text`` that ends at a line end and costs at most ``max_tokens``."""
+    if count_tokens(text) <= max_tokens:
+        return text, False
+    ends = [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    low, high = 0, len(ends)  # keep text[:ends[k-1]] for the largest k that fits (k=0: nothing)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens(text[: ends[middle - 1]]) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return (text[: ends[low - 1]] if low > 0 else ""), True
+
+
+def _file_body(path: str, chunks: list[RetrievedChunk]) -> str:
+    """The chunks of one file in line order; gaps marked with an elision comment."""
+    spec = language_for_path(path)
+    elision = f"{spec.line_comment} ..." if spec else "..."
+    ordered = sorted(chunks, key=lambda c: (c.start_line, c.end_line))
+    parts: list[str] = []
+    previous_end: int | None = None
+    for chunk in ordered:
+        if previous_end is not None and chunk.start_line > previous_end:
+            parts.append(elision)
+        elif previous_end is None and chunk.start_line > 0:
+            parts.append(elision)
+        parts.append(chunk.text.rstrip("\n"))
+        previous_end = chunk.end_line
+    return "\n".join(parts) + "\n"
+
+
+def _context_cost(repo_line: str | None, files: dict[str, list[RetrievedChunk]], count_tokens: CountTokens,
+                  cache: dict[str, int]) -> int:
+    total = 1 + count_tokens(repo_line) if repo_line is not None else 0
+    for path, chunks in files.items():
+        body = f"{path}\n{_file_body(path, chunks)}"
+        if body not in cache:
+            cache[body] = count_tokens(body)
+        total += 1 + cache[body]
+    return total
+
+
+def assemble_repo_prompt(
+    chunks: list[RetrievedChunk] | tuple[RetrievedChunk, ...],
+    current_path: str,
+    prefix: str,
+    suffix: str,
+    count_tokens: CountTokens,
+    budget: ContextBudget = ContextBudget(),
+    *,
+    repo_name: str = "",
+    markers: RepoFormat = RepoFormat(),
+) -> RepoPrompt:
+    """The repo-level FIM prompt as segments (see the module docstring for order and budget)."""
+    # 1. Prefix and suffix, each cut to its budget on line boundaries.
+    kept_prefix, cut_prefix = keep_last_lines(prefix, budget.max_prefix_tokens, count_tokens)
+    kept_suffix, cut_suffix = keep_first_lines(suffix, budget.max_suffix_tokens, count_tokens)
+
+    # 2. Context: best chunks first, each kept only if the whole context still fits.
+    repo_line = f"{repo_name}\n" if repo_name else None
+    chosen: dict[str, list[RetrievedChunk]] = {}
+    dropped: list[RetrievedChunk] = []
+    cache: dict[str, int] = {}
+    cost = _context_cost(repo_line, {}, count_tokens, cache)
+    for chunk in sorted(chunks, key=lambda c: -c.score):
+        trial = {path: list(items) for path, items in chosen.items()}
+        trial.setdefault(chunk.path, []).append(chunk)
+        trial_cost = _context_cost(repo_line, trial, count_tokens, cache)
+        if trial_cost <= budget.max_context_tokens:
+            chosen, cost = trial, trial_cost
+        else:
+            dropped.append(chunk)
+    if not chosen:
+        cost = 0
+
+    # 3. Segments: stable part (repo line, context files by path), then the current file.
+    segments: list[Segment] = []
+    if chosen and repo_line is not None:
+        segments += [Segment(CONTROL, markers.repo_name, "repo"), Segment(TEXT, repo_line, "repo")]
+    included: list[RetrievedChunk] = []
+    for path in sorted(chosen):
+        segments += [Segment(CONTROL, markers.file_sep, "context"), Segment(TEXT, f"{path}\n{_file_body(path, chosen[path])}", "context")]
+        included += sorted(chosen[path], key=lambda c: c.start_line)
+    stable = len(segments)
+    segments += [
+        Segment(CONTROL, markers.file_sep, "file"),
+        Segment(TEXT, f"{current_path}\n", "file"),
+        Segment(CONTROL, markers.fim_prefix, "prefix"),
+        Segment(TEXT, kept_prefix, "prefix"),
+        Segment(CONTROL, markers.fim_suffix, "suffix"),
+        Segment(TEXT, kept_suffix, "suffix"),
+        Segment(CONTROL, markers.fim_middle, "middle"),
+    ]
+    return RepoPrompt(tuple(segments), tuple(included), tuple(dropped), cost, kept_prefix, kept_suffix,
+                      cut_prefix, cut_suffix, stable)
