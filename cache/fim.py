@@ -14,7 +14,7 @@ prefix, a NewRun ["(", FS, "bar"], then ")" kept and moved by +2.
 
 from __future__ import annotations
 
-from cache.tokens import KeptRun, NewRun, TokenizedText, TokenPatch, _canonical, _stable_after, _stable_before, _trim_against_old, tokenize
+from cache.tokens import KeptRun, NewRun, TokenizedText, TokenPatch, _canonical, _trim_against_old, tokenize
 
 
 def fim_split_patch(document: TokenizedText, cursor: int, fim_suffix_id: int) -> TokenPatch:
@@ -25,12 +25,7 @@ def fim_split_patch(document: TokenizedText, cursor: int, fim_suffix_id: int) ->
     """
     text, ids = document.text, document.ids
     assert 0 <= cursor <= len(text), (cursor, len(text))
-    lo = _stable_before(text, cursor)
-    while (a := document._token_starting_at(lo)) is None:
-        lo = _stable_before(text, lo)
-    hi = _stable_after(text, cursor)
-    while (b := document._token_starting_at(hi)) is None:
-        hi = _stable_after(text, hi)
+    lo, a, hi, b = document.window(cursor, cursor)
     window = tokenize(document.tokenizer, text[lo:cursor])[0] + [fim_suffix_id] + tokenize(document.tokenizer, text[cursor:hi])[0]
     runs = _canonical([KeptRun(0, a), NewRun(window), KeptRun(b, len(ids))])
     return TokenPatch(len(ids), _trim_against_old(runs, ids))

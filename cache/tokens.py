@@ -353,12 +353,7 @@ class TokenizedText:
 
         # 1. Window [lo, hi) of the old text, ends at stable points in untouched text that
         #    are also old token starts (always so by the rule above; widen if not).
-        lo = _stable_before(text, s) if self.windowed else 0
-        while (a := self._token_starting_at(lo)) is None:
-            lo = _stable_before(text, lo)
-        hi = _stable_after(text, e) if self.windowed else len(text)
-        while (b := self._token_starting_at(hi)) is None:
-            hi = _stable_after(text, hi)
+        lo, a, hi, b = self.window(s, e)
 
         # 2. Re-tokenize the window of the new text.
         new_text = text[:s] + inserted + text[e:]
@@ -384,6 +379,22 @@ class TokenizedText:
         self.ids = ids[:x] + middle + ids[y:]
         self.starts = starts[:a] + [lo + off for off in window_starts] + tail
         return x, y, middle
+
+    def window(self, start: int, end: int) -> tuple[int, int, int, int]:
+        """(lo, first token, hi, end token): a stable window around text [start, end).
+
+        Tokens before ``lo`` and from ``hi`` on do not depend on what lies
+        between, so only the window needs re-tokenizing after a change there
+        (the whole text when the tokenizer is not one the rule covers).
+        """
+        text = self.text
+        lo = _stable_before(text, start) if self.windowed else 0
+        while (a := self._token_starting_at(lo)) is None:
+            lo = _stable_before(text, lo)
+        hi = _stable_after(text, end) if self.windowed else len(text)
+        while (b := self._token_starting_at(hi)) is None:
+            hi = _stable_after(text, hi)
+        return lo, a, hi, b
 
     def _token_starting_at(self, offset: int) -> int | None:
         """Index of the token whose first byte is the first byte of character ``offset``, if any."""
