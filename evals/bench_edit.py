@@ -6,7 +6,8 @@ line, and a multi-place edit of three lines), measure side by side:
 
 * ``recompute`` — encode the whole FIM prompt from scratch;
 * ``prefix``    — keep rows before the first change, re-encode the rest;
-* ``pie``       — patch: encode the new tokens, re-rotate moved rows.
+* ``pie``       — patch: encode the new tokens, re-rotate moved rows;
+* ``pie_window32`` — pie, also re-encoding 32 suffix rows after the cursor.
 
 "Ready" means the KV cache holds ``header + prefix + <|fim_suffix|> + suffix``
 for a cursor at the end of the (last) edited line; the ``<|fim_middle|>``
@@ -140,18 +141,18 @@ def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], devic
                 return len(ids) - 1
 
             row["recompute_s"], row["recompute_encoded"] = _timed(recompute)
-            for mode in ("prefix", "pie"):
+            for column, mode, window in (("prefix", "prefix", 0), ("pie", "pie", 0), ("pie_window32", "pie", 32)):
                 session = base.clone()
 
-                def ready(session=session, mode=mode) -> int:
+                def ready(session=session, mode=mode, window=window) -> int:
                     # the edit is still pending when the request arrives: worst case for the session
                     session.record_edits(case.edits)
-                    fork, _ = session.fim_fork(cursor, mode)
+                    fork, _ = session.fim_fork(cursor, mode, window)
                     return kv.length(fork) - len(header)
 
-                row[f"{mode}_s"], _ = _timed(ready)
+                row[f"{column}_s"], _ = _timed(ready)
                 assert session.tokens.text == new_text
-            for key in ("recompute_s", "prefix_s", "pie_s"):
+            for key in ("recompute_s", "prefix_s", "pie_s", "pie_window32_s"):
                 row[key] = round(row[key], 3)
             row["recompute_over_pie"] = round(row["recompute_s"] / max(row["pie_s"], 1e-9), 1)
             results.append(row)
