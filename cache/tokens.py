@@ -360,14 +360,7 @@ class TokenizedText:
         window_ids, window_starts = tokenize(self.tokenizer, new_text[lo : hi + delta])
 
         # 3. Keep the old tokens the window agrees with at either end.
-        p = 0
-        limit = min(b - a, len(window_ids))
-        while p < limit and ids[a + p] == window_ids[p]:
-            p += 1
-        q = 0
-        limit -= p
-        while q < limit and ids[b - 1 - q] == window_ids[-1 - q]:
-            q += 1
+        p, q = _agreeing_ends(ids, a, b, window_ids)
         x, y = a + p, b - q
         middle = window_ids[p : len(window_ids) - q]
 
@@ -453,6 +446,22 @@ def _canonical(runs: list[Run]) -> list[Run]:
     return out
 
 
+def _agreeing_ends(old_ids: Sequence[int], lo: int, hi: int, new: Sequence[int]) -> tuple[int, int]:
+    """How many leading and trailing ids ``new`` shares with ``old_ids[lo:hi]`` (no overlap).
+
+    ``_agreeing_ends([1, 2, 3, 4], 0, 4, [1, 9, 4]) == (1, 1)``.
+    """
+    p = 0
+    limit = min(hi - lo, len(new))
+    while p < limit and old_ids[lo + p] == new[p]:
+        p += 1
+    q = 0
+    limit -= p
+    while q < limit and old_ids[hi - 1 - q] == new[-1 - q]:
+        q += 1
+    return p, q
+
+
 def _trim_against_old(runs: list[Run], old_ids: list[int]) -> list[Run]:
     """Shrink each NewRun by the old tokens it repeats at either end of its gap.
 
@@ -468,14 +477,7 @@ def _trim_against_old(runs: list[Run], old_ids: list[int]) -> list[Run]:
         lo = runs[i - 1].old_end if i > 0 else 0  # type: ignore[union-attr]  # neighbours are KeptRuns
         hi = runs[i + 1].old_start if i + 1 < len(runs) else len(old_ids)  # type: ignore[union-attr]
         new = run.ids
-        p = 0
-        limit = min(hi - lo, len(new))
-        while p < limit and old_ids[lo + p] == new[p]:
-            p += 1
-        q = 0
-        limit -= p
-        while q < limit and old_ids[hi - 1 - q] == new[-1 - q]:
-            q += 1
+        p, q = _agreeing_ends(old_ids, lo, hi, new)
         out += [KeptRun(lo, lo + p), NewRun(new[p : len(new) - q]), KeptRun(hi - q, hi)]
     return _canonical(out)
 
