@@ -21,6 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     policy = SessionPolicy(
         mode=args.cache_mode, stale_budget=args.stale_budget, refresh_window=args.refresh_window,
+        cursor_refresh_window=args.cursor_window,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
     serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy)
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how document KV caches follow edits (default: pie); requests may override")
     serve.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE rows are refreshed")
     serve.add_argument("--refresh-window", type=int, default=0, help="rows re-encoded right after each edit")
+    serve.add_argument("--cursor-window", type=int, default=32,
+                       help="suffix rows re-encoded after the cursor per completion (pie quality, ~0.1 s on CPU)")
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
     serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
     serve.set_defaults(run=_cmd_serve)
