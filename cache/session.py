@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 from cache import kv
 from cache.fim import fim_split_patch
 from cache.pie import PatchStats, apply_patch, reencode_from
-from cache.tokens import CharEdit, TokenizedText, TokenPatch, compose
+from cache.tokens import CharEdit, TokenizedText, TokenPatch, compose, truncate_fresh
 
 CacheMode = Literal["recompute", "prefix", "pie"]
 CACHE_MODES: tuple[str, ...] = ("recompute", "prefix", "pie")
@@ -43,6 +43,7 @@ class SessionPolicy:
     mode: CacheMode = "pie"
     refresh_window: int = 0  # rows re-encoded right after each change when edits are patched (pie)
     cursor_refresh_window: int = 32  # suffix rows re-encoded after <|fim_suffix|> per completion (pie)
+    suffix_window: int | None = None  # pie: keep only this many suffix tokens, all re-encoded (None: whole suffix)
     stale_budget: int = 256  # changed tokens (new + removed) tolerated before stale rows are refreshed
     idle_refresh_seconds: float = 2.0  # refresh stale rows after this long without edits
     refresh_chunk: int = 64  # rows per background step (bounds how long a completion waits)
@@ -212,12 +213,16 @@ class DocumentSession:
         return self.changed_tokens > policy.stale_budget or idle
 
     # -- completion --------------------------------------------------------
-    def fim_fork(self, cursor: int, mode: CacheMode, refresh_window: int = 0) -> tuple[Any, list[int]]:
+    def fim_fork(
+        self, cursor: int, mode: CacheMode, refresh_window: int = 0, suffix_window: int | None = None
+    ) -> tuple[Any, list[int]]:
         """A cache holding ``header + prefix + <|fim_suffix|> + suffix`` for a cursor
         (code-point offset of the current text), and the ids still to feed
         (``<|fim_middle|>``). Pending edits and the split cost one pass together.
         ``refresh_window`` (pie): also re-encode that many rows after each change,
-        so the suffix right after the cursor sees ``<|fim_suffix|>``."""
+        so the suffix right after the cursor sees ``<|fim_suffix|>``.
+        ``suffix_window`` (pie): instead, keep only that many suffix tokens, all
+        encoded afresh after the marker (the far suffix is left out)."""
         assert mode in ("prefix", "pie"), mode
         self.absorb_queued()
         split = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
@@ -230,6 +235,9 @@ class DocumentSession:
         if self.encoded_rows < wanted:
             self.ensure_encoded(max_rows=wanted - self.encoded_rows)
         fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
+        if mode == "pie" and suffix_window is not None:
+            final_marker = patch.apply(self.cache_ids).index(self.handle.fim_suffix_id)
+            patch = truncate_fresh(patch, self.cache_ids, final_marker + 1, suffix_window)
         if mode == "pie":
             apply_patch(
                 self.handle.model, fork, patch, self.cache_ids, self.handle.rope,

@@ -516,3 +516,26 @@ def compose(first: TokenPatch, second: TokenPatch) -> TokenPatch:
     old_ids_needed = first.old_length
     runs = _canonical(out)
     return TokenPatch(old_ids_needed, runs)
+
+
+def truncate_fresh(patch: TokenPatch, old_ids: Sequence[int], keep: int, fresh: int) -> TokenPatch:
+    """The first ``keep`` new tokens as ``patch`` makes them, then the next ``fresh``
+    new tokens re-encoded (one NewRun), and nothing after.
+
+    Why: after ``<|fim_suffix|>`` is spliced in, the suffix rows a cache keeps
+    never saw the marker; re-encoding a bounded suffix window instead keeps the
+    prompt faithful where it matters, at a bounded cost.
+    """
+    final = patch.apply(old_ids)
+    runs: list[Run] = []
+    position = 0
+    for run in patch.runs:
+        if position >= keep:
+            break
+        take = min(len(run), keep - position)
+        runs.append(_slice(run, 0, take))
+        position += take
+    tail = final[keep : keep + fresh]
+    if tail:
+        runs.append(NewRun(list(tail)))
+    return TokenPatch(patch.old_length, _canonical(runs))

@@ -166,7 +166,7 @@ class CompletionEngine:
                 return
             cursor = offset_of(text, line_starts(text), request.position)
             prefix, suffix = text[:cursor], text[cursor:]
-            fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window)
+            fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window)
             encoded = kv.length(fork)  # rows now cached for this prompt
             prepare_ms = (time.perf_counter() - prepare_started) * 1000
             yield from self._complete_locked(

@@ -11,7 +11,9 @@ document (header + prefix + <|fim_suffix|> + suffix + <|fim_middle|>).
 Modes: ``recompute`` (fresh encode), ``prefix`` (a session re-encoding from the
 first change), ``pie`` (a session patched by PIE, refreshed when its changed
 tokens pass the staleness budget), ``pie-window`` (the same, also re-encoding
-``cursor_window`` suffix rows after ``<|fim_suffix|>`` per request) and
+``cursor_window`` suffix rows after ``<|fim_suffix|>`` per request),
+``pie-suffix`` (PIE before the cursor, then only the next 128 suffix tokens,
+encoded afresh after the marker) and
 ``pie-norefresh`` (never refreshed: shows what the budget buys). Reported per mode: exact match, edit similarity,
 top-1 agreement with recompute under teacher forcing (the recompute output fed
 through each mode's cache, argmax compared position by position), and ready time.
@@ -42,7 +44,8 @@ from engine.runtime import LoadedModel, load_model
 from engine.stops import CompletionContext
 from engine.types import CompletionOptions, Scope
 
-MODES = ("recompute", "prefix", "pie", "pie-window", "pie-norefresh")
+SUFFIX_WINDOW = 128  # pie-suffix: suffix tokens kept, all re-encoded after the marker
+MODES = ("recompute", "prefix", "pie", "pie-window", "pie-suffix", "pie-norefresh")
 
 
 # -- data ------------------------------------------------------------------
@@ -205,7 +208,8 @@ def replay_edits(
             edits = [CharEdit(start, end, joined)]
             text = text[:start] + joined + text[end:]
             shift += len(hunk.new_lines) - (hunk.old_end - hunk.old_start)
-            policies = {"prefix": SessionPolicy(mode="prefix"), "pie": pie_policy, "pie-window": pie_policy, "pie-norefresh": pie_policy}
+            policies = {name: pie_policy for name in MODES[2:]}
+            policies["prefix"] = SessionPolicy(mode="prefix")
             for name, session in sessions.items():
                 session.apply_edits(edits, policies[name])
             if target is None:
@@ -229,10 +233,11 @@ def replay_edits(
 
             for name, session in sessions.items():
                 started = time.perf_counter()
-                if name in ("pie", "pie-window") and session.refresh_due(pie_policy):
+                if name in ("pie", "pie-window", "pie-suffix") and session.refresh_due(pie_policy):
                     session.refresh()
                 window = cursor_window if name == "pie-window" else 0
-                fork, rest = session.fim_fork(cursor, "prefix" if name == "prefix" else "pie", window)
+                suffix_window = SUFFIX_WINDOW if name == "pie-suffix" else None
+                fork, rest = session.fim_fork(cursor, "prefix" if name == "prefix" else "pie", window, suffix_window)
                 record[f"{name}_ready_s"] = time.perf_counter() - started
                 saved = kv.snapshot(fork)
                 record[name], _ = predict(loaded, rest, fork, context)

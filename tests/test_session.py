@@ -191,3 +191,17 @@ def test_pending_edit_and_fim_split_in_one_pass(handle, header, kind):
     assert kv.length(s.cache) == len(header) + len(s.cache_ids)  # session rows untouched, still pending
     s.sync(PIE)
     assert s.pending is None and s.cache_ids == s.tokens.ids
+
+
+def test_suffix_window_fork_is_exact_when_only_the_suffix_is_cut(handle, header):
+    """With exact rows before the cursor, a pie fork with a suffix window equals a
+    fresh encode of header + prefix + FS + the first W suffix tokens."""
+    s = session(handle, header)
+    cursor = TEXT.index("for value") + 3
+    fork, rest = s.fim_fork(cursor, "pie", suffix_window=5)
+    split_ids = build_fim_prompt(handle.tokenizer, _family(handle), TEXT[:cursor], TEXT[cursor:], path="calc.py", budget=None).token_ids
+    marker = split_ids.index(handle.fim_suffix_id)
+    reference = kv.new_cache(handle.model.config)
+    expected = kv.encode(handle.model, reference, split_ids[: marker + 1 + 5] + rest)
+    assert kv.length(fork) == marker + 1 + 5
+    assert torch.allclose(kv.encode(handle.model, fork, rest), expected, atol=1e-4)
