@@ -41,12 +41,17 @@ class PatchStats:
 
 
 def shift_keys(rope: kv.RopeSpec, delta: int):
-    """A key transform moving rows by ``delta`` positions."""
+    """A key transform moving rows by ``delta`` positions (the same block shape on every layer)."""
+    made: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def transform(keys: torch.Tensor) -> torch.Tensor:
-        # keys: [B, Hkv, S, D]
-        deltas = torch.full((keys.shape[-2],), delta, dtype=torch.int64, device=keys.device)
-        return rerotate(keys, deltas, rope.inv_freq.to(keys.device))
+        # keys: [B, Hkv, S, D]; deltas and inv_freq are built once, not once per layer
+        key = (keys.shape[-2], keys.device)
+        if key not in made:
+            deltas = torch.full((keys.shape[-2],), delta, dtype=torch.int64, device=keys.device)
+            made[key] = (deltas, rope.inv_freq.to(keys.device))
+        deltas, inv_freq = made[key]
+        return rerotate(keys, deltas, inv_freq)
 
     return transform
 

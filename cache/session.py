@@ -88,10 +88,6 @@ class DocumentSession:
 
     # -- state -------------------------------------------------------------
     @property
-    def stale_rows(self) -> int:
-        return 0 if self.stale_from is None else self.encoded_rows - self.stale_from
-
-    @property
     def bytes(self) -> int:
         return 0 if self.cache is None else kv.bytes_of(self.cache)
 
@@ -289,10 +285,12 @@ class SessionStore:
         """Drop caches of least recently used sessions until under budget; returns how many."""
         dropped = 0
         with self.lock:
+            total = self.total_bytes()
             for uri, session in list(self._sessions.items()):
-                if self.total_bytes() <= self.policy.memory_budget_bytes:
+                if total <= self.policy.memory_budget_bytes:
                     break
                 if uri != keep and session.cache is not None:
+                    total -= session.bytes
                     session.drop_cache()
                     dropped += 1
             self.evictions += dropped

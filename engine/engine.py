@@ -318,8 +318,7 @@ class CompletionEngine:
         gets the model within one step.
         """
         while not self._stopped.is_set():
-            if not self._wake.wait(MAINTENANCE_INTERVAL_S):
-                pass  # periodic look: idle refreshes come due with time
+            self._wake.wait(MAINTENANCE_INTERVAL_S)  # woken by edits, else a periodic look for idle refreshes
             self._wake.clear()
             while not self._stopped.is_set() and not self._waiting_requests:
                 if not self._model_lock.acquire(blocking=False):

@@ -28,6 +28,7 @@ import torch
 from cache import kv
 from cache.session import DocumentSession, ModelHandle
 from cache.tokens import CharEdit, tokenize
+from engine.documents import line_starts
 from engine.prompt import build_fim_prompt, session_header_ids
 from engine.runtime import LoadedModel, load_model
 
@@ -54,14 +55,6 @@ def source_text(tokenizer, tokens: int) -> tuple[str, str]:
     raise ValueError(f"no stdlib file in {SOURCE_FILES} has {tokens} tokens")
 
 
-def _line_offsets(text: str) -> list[int]:
-    offsets = [0]
-    for index, ch in enumerate(text):
-        if ch == "\n":
-            offsets.append(index + 1)
-    return offsets
-
-
 def _code_line(lines: list[str], near: int) -> int:
     """The first non-blank line at or after ``near`` (edits land on real code)."""
     index = near
@@ -72,7 +65,7 @@ def _code_line(lines: list[str], near: int) -> int:
 
 def edit_cases(text: str) -> list[EditCase]:
     lines = text.split("\n")
-    offsets = _line_offsets(text)
+    offsets = line_starts(text)
     mid = _code_line(lines, len(lines) // 2)
     indent = lines[mid][: len(lines[mid]) - len(lines[mid].lstrip())]
     start, end = offsets[mid], offsets[mid] + len(lines[mid])
@@ -92,7 +85,7 @@ def edit_cases(text: str) -> list[EditCase]:
 
 
 def _cursor(text: str, line: int) -> int:
-    offsets = _line_offsets(text)
+    offsets = line_starts(text)
     return offsets[line] + len(text.split("\n")[line])
 
 

@@ -38,6 +38,7 @@ from cache import kv
 from cache.session import DocumentSession, ModelHandle, SessionPolicy
 from cache.tokens import CharEdit, tokenize
 from engine.decode import decode
+from engine.documents import line_starts
 from engine.install import cache_root
 from engine.prompt import build_fim_prompt, session_header_ids
 from engine.runtime import LoadedModel, load_model
@@ -131,14 +132,9 @@ def predict(loaded: LoadedModel, ids: list[int], cache: Any, context: Completion
 
 # -- replay ----------------------------------------------------------------
 def _offset(text: str, line: int) -> int:
-    """Character offset where ``line`` starts (len(text) + 1 past the end is clamped)."""
-    pos = 0
-    for _ in range(line):
-        nl = text.find("\n", pos)
-        if nl < 0:
-            return len(text)
-        pos = nl + 1
-    return pos
+    """Character offset where ``line`` starts; lines past the end clamp to ``len(text)``."""
+    starts = line_starts(text)
+    return starts[line] if line < len(starts) else len(text)
 
 
 @torch.inference_mode()
