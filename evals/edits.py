@@ -8,15 +8,19 @@ line, put the cursor on that (empty) line, and ask each cache mode to predict
 it; then we type the real line and go on. The prompt is always the whole
 document (header + prefix + <|fim_suffix|> + suffix + <|fim_middle|>).
 
-Modes: ``recompute`` (fresh encode), ``prefix`` (a session re-encoding from the
-first change), ``pie`` (a session patched by PIE, refreshed when its changed
-tokens pass the staleness budget), ``pie-window`` (the same, also re-encoding
-``cursor_window`` suffix rows after ``<|fim_suffix|>`` per request),
-``pie-suffix`` (PIE before the cursor, then only the next 128 suffix tokens,
-encoded afresh after the marker) and
-``pie-norefresh`` (never refreshed: shows what the budget buys). Reported per mode: exact match, edit similarity,
-top-1 agreement with recompute under teacher forcing (the recompute output fed
-through each mode's cache, argmax compared position by position), and ready time.
+Modes (``ModeSpec``): ``recompute`` (fresh encode), ``prefix`` (a session
+re-encoding from the first change) and ``pie`` (a session patched by PIE,
+refreshed when its changed tokens pass the staleness budget), with variants
+written ``pie+w32`` (also re-encode 32 suffix rows after ``<|fim_suffix|>`` per
+request: the engine's default), ``pie+s128`` (only the next 128 suffix tokens,
+encoded afresh after the marker), ``pie+b64`` (staleness budget 64) and
+``pie+norefresh`` (never refreshed: shows what the budget buys).
+
+Reported per mode: exact match, edit similarity, top-1 agreement with
+recompute under teacher forcing (the recompute output fed through each mode's
+cache, argmax compared position by position), ready time, and the paired
+difference to recompute with a 95% interval (the same tasks, so most of the
+noise cancels). ``edit_suite.toml`` lists the default releases.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +50,54 @@ from engine.runtime import LoadedModel, load_model
 from engine.stops import CompletionContext
 from engine.types import CompletionOptions, Scope
 
-SUFFIX_WINDOW = 128  # pie-suffix: suffix tokens kept, all re-encoded after the marker
-MODES = ("recompute", "prefix", "pie", "pie-window", "pie-suffix", "pie-norefresh")
+DEFAULT_MODES = ("recompute", "prefix", "pie", "pie+w32")
+SUITE_FILE = Path(__file__).with_name("edit_suite.toml")
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """One way to serve the completion, parsed from ``pie+w32+b64`` style names.
+
+    >>> ModeSpec.parse("pie+w32")
+    ModeSpec(name='pie+w32', cache='pie', cursor_window=32, suffix_window=None, stale_budget=None, refresh=True)
+    """
+
+    name: str
+    cache: str  # recompute, prefix or pie
+    cursor_window: int = 0
+    suffix_window: int | None = None
+    stale_budget: int | None = None  # None: the run's budget
+    refresh: bool = True
+
+    @classmethod
+    def parse(cls, name: str) -> "ModeSpec":
+        base, *options = name.split("+")
+        if base not in ("recompute", "prefix", "pie") or (options and base != "pie"):
+            raise ValueError(f"unknown mode {name!r}: use recompute, prefix, pie or pie+wN/+sN/+bN/+norefresh")
+        fields: dict = {}
+        for option in options:
+            if option == "norefresh":
+                fields["refresh"] = False
+            elif option[:1] in ("w", "s", "b") and option[1:].isdigit():
+                key = {"w": "cursor_window", "s": "suffix_window", "b": "stale_budget"}[option[0]]
+                fields[key] = int(option[1:])
+            else:
+                raise ValueError(f"unknown option {option!r} in mode {name!r}")
+        return cls(name, base, **fields)
+
+
+@dataclass(frozen=True)
+class Release:
+    package: str
+    old: str
+    new: str
+
+
+def load_suite(path: Path = SUITE_FILE) -> list[Release]:
+    """The releases ``livefim eval edits`` replays by default."""
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return [Release(r["package"], r["old"], r["new"]) for r in data["release"]]
 
 
 # -- data ------------------------------------------------------------------
@@ -140,24 +191,32 @@ def _offset(text: str, line: int) -> int:
 @torch.inference_mode()
 def run_edits_eval(
     model_name: str | None,
-    package: str,
-    old_version: str,
-    new_version: str,
+    releases: list[Release],
     *,
+    modes: tuple[str, ...] = DEFAULT_MODES,
     max_tokens: int = 2048,
-    limit: int = 40,
+    limit: int = 20,
     stale_budget: int = 256,
-    cursor_window: int = 32,
     device: str | None = None,
     progress: Callable[[dict], None] | None = None,
+    records_out: list[dict] | None = None,
 ) -> dict:
+    """Replay each release pair (at most ``limit`` tasks each) and summarize all tasks together."""
     loaded = load_model(model_name, device, install_missing=True)
-    old_files = python_files(fetch_release(package, old_version))
-    new_files = python_files(fetch_release(package, new_version))
-    records = replay_edits(loaded, old_files, new_files, max_tokens=max_tokens, limit=limit,
-                           stale_budget=stale_budget, cursor_window=cursor_window, progress=progress)
-    summary = summarize(records, loaded.name, package, old_version, new_version, stale_budget)
-    summary["cursor_window"] = cursor_window
+    specs = [ModeSpec.parse(m) for m in modes]
+    records: list[dict] = [] if records_out is None else records_out
+    for release in releases:
+        old_files = python_files(fetch_release(release.package, release.old))
+        new_files = python_files(fetch_release(release.package, release.new))
+        found = replay_edits(loaded, old_files, new_files, modes=specs, max_tokens=max_tokens, limit=limit,
+                             stale_budget=stale_budget, progress=progress)
+        for record in found:
+            record["release"] = f"{release.package} {release.old} -> {release.new}"
+        records.extend(found)
+    summary = summarize(records, loaded.name, [s.name for s in specs], stale_budget)
+    summary["releases"] = {f"{r.package} {r.old} -> {r.new}": sum(x["release"].startswith(r.package + " ") for x in records)
+                           for r in releases}
+    summary["max_doc_tokens"] = max_tokens
     return summary
 
 
@@ -167,17 +226,28 @@ def replay_edits(
     old_files: dict[str, str],
     new_files: dict[str, str],
     *,
+    modes: list[ModeSpec] | None = None,
     max_tokens: int = 2048,
     limit: int = 40,
     stale_budget: int = 256,
-    cursor_window: int = 32,
     progress: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """One record per predicted line: each mode's output, ready time and top-1 agreement."""
+    specs = modes if modes is not None else [ModeSpec.parse(m) for m in DEFAULT_MODES]
+    if not specs or specs[0].cache != "recompute":
+        specs = [ModeSpec.parse("recompute")] + [s for s in specs if s.cache != "recompute"]
+    session_specs = specs[1:]
     tok, family = loaded.tokenizer, loaded.family
     handle = ModelHandle(loaded.model, tok, kv.rope_spec(loaded.model),
                          tok.convert_tokens_to_ids(family.fim_suffix_token), tok.convert_tokens_to_ids(family.fim_middle_token))
-    pie_policy = SessionPolicy(mode="pie", stale_budget=stale_budget, idle_refresh_seconds=float("inf"))
+    policies = {
+        spec.name: SessionPolicy(
+            mode="prefix" if spec.cache == "prefix" else "pie",
+            stale_budget=spec.stale_budget if spec.stale_budget is not None else stale_budget,
+            idle_refresh_seconds=float("inf"),
+        )
+        for spec in session_specs
+    }
     records: list[dict] = []
     for path in sorted(set(old_files) & set(new_files)):
         old, new = old_files[path], new_files[path]
@@ -186,7 +256,7 @@ def replay_edits(
         header = session_header_ids(tok, family, path.rsplit("/", 1)[-1])
         base = DocumentSession(handle, old, header)
         base.ensure_encoded()
-        sessions = {name: base.clone() for name in MODES[1:]}
+        sessions = {spec.name: base.clone() for spec in session_specs}
         text, shift = old, 0
         for hunk in hunks(old, new):
             if len(records) >= limit:
@@ -204,8 +274,6 @@ def replay_edits(
             edits = [CharEdit(start, end, joined)]
             text = text[:start] + joined + text[end:]
             shift += len(hunk.new_lines) - (hunk.old_end - hunk.old_start)
-            policies = {name: pie_policy for name in MODES[2:]}
-            policies["prefix"] = SessionPolicy(mode="prefix")
             for name, session in sessions.items():
                 session.apply_edits(edits, policies[name])
             if target is None:
@@ -227,18 +295,18 @@ def replay_edits(
             forced = [ids[-1]] + generated
             ref_argmax = teacher_forced_argmax(loaded.model, kv.from_snapshot(loaded.model.config, saved), forced)
 
-            for name, session in sessions.items():
+            for spec in session_specs:
+                session = sessions[spec.name]
                 started = time.perf_counter()
-                if name in ("pie", "pie-window", "pie-suffix") and session.refresh_due(pie_policy):
+                if spec.cache == "pie" and spec.refresh and session.refresh_due(policies[spec.name]):
                     session.refresh()
-                window = cursor_window if name == "pie-window" else 0
-                suffix_window = SUFFIX_WINDOW if name == "pie-suffix" else None
-                fork, rest = session.fim_fork(cursor, "prefix" if name == "prefix" else "pie", window, suffix_window)
-                record[f"{name}_ready_s"] = time.perf_counter() - started
+                    record[f"{spec.name}_refreshed"] = True
+                fork, rest = session.fim_fork(cursor, spec.cache, spec.cursor_window, spec.suffix_window)
+                record[f"{spec.name}_ready_s"] = time.perf_counter() - started
                 saved = kv.snapshot(fork)
-                record[name], _ = predict(loaded, rest, fork, context)
+                record[spec.name], _ = predict(loaded, rest, fork, context)
                 argmax = teacher_forced_argmax(loaded.model, kv.from_snapshot(loaded.model.config, saved), forced)
-                record[f"{name}_top1"] = sum(a == b for a, b in zip(argmax, ref_argmax)) / len(ref_argmax)
+                record[f"{spec.name}_top1"] = sum(a == b for a, b in zip(argmax, ref_argmax)) / len(ref_argmax)
             # type the real line
             typed = [CharEdit(cursor, cursor, target)]
             text = text[:cursor] + target + text[cursor:]
@@ -254,19 +322,43 @@ def replay_edits(
     return records
 
 
-def summarize(records: list[dict], model: str, package: str, old: str, new: str, stale_budget: int) -> dict:
+def exact(output: str, target: str) -> bool:
+    return output.strip() == target.strip()
+
+
+def paired_difference(values: list[float], reference: list[float]) -> dict:
+    """Mean of ``values - reference`` over the same tasks, with a normal 95% interval.
+
+    >>> paired_difference([1, 0, 1, 1], [1, 1, 1, 1])["mean"]
+    -0.25
+    """
+    n = len(values)
+    diffs = [a - b for a, b in zip(values, reference)]
+    mean = sum(diffs) / n if n else 0.0
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    half = 1.96 * (var / n) ** 0.5 if n else 0.0
+    return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)]}
+
+
+def summarize(records: list[dict], model: str, modes: list[str], stale_budget: int) -> dict:
     n = max(1, len(records))
-    summary: dict = {"eval": "edits", "model": model, "package": f"{package} {old} -> {new}",
-                     "tasks": len(records), "stale_budget": stale_budget, "modes": {}}
-    for mode in MODES:
+    summary: dict = {"eval": "edits", "model": model, "tasks": len(records), "stale_budget": stale_budget, "modes": {}}
+    reference_em = [float(exact(r["recompute"], r["target"])) for r in records]
+    reference_es = [edit_similarity(r["recompute"], r["target"]) for r in records]
+    for mode in modes:
+        em = [float(exact(r[mode], r["target"])) for r in records]
+        es = [edit_similarity(r[mode], r["target"]) for r in records]
         row = {
-            "exact_match": round(sum(r[mode].strip() == r["target"].strip() for r in records) / n, 4),
-            "edit_similarity": round(sum(edit_similarity(r[mode], r["target"]) for r in records) / n, 4),
+            "exact_match": round(sum(em) / n, 4),
+            "edit_similarity": round(sum(es) / n, 4),
             "mean_ready_s": round(sum(r[f"{mode}_ready_s"] for r in records) / n, 3),
         }
         if mode != "recompute":
+            row["exact_match_minus_recompute"] = paired_difference(em, reference_em)
+            row["edit_similarity_minus_recompute"] = paired_difference(es, reference_es)
             row["top1_agreement_vs_recompute"] = round(sum(r[f"{mode}_top1"] for r in records) / n, 4)
             row["same_output_as_recompute"] = round(sum(r[mode] == r["recompute"] for r in records) / n, 4)
+            row["refreshes"] = sum(bool(r.get(f"{mode}_refreshed")) for r in records)
         summary["modes"][mode] = row
     return summary
 
