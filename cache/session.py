@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 from cache import kv
 from cache.fim import fim_split_patch
 from cache.pie import PatchStats, apply_patch, reencode_from
-from cache.tokens import CharEdit, TokenizedText, TokenPatch, compose, truncate_fresh
+from cache.tokens import CharEdit, KeptRun, NewRun, TokenizedText, TokenPatch, compose, truncate_fresh
 
 CacheMode = Literal["recompute", "prefix", "pie"]
 CACHE_MODES: tuple[str, ...] = ("recompute", "prefix", "pie")
@@ -83,6 +83,7 @@ class DocumentSession:
         self.stale_from: int | None = None  # first stale row (PIE), None when exact
         self.last_edit = time.monotonic()
         self.changed_tokens = 0  # new + removed tokens since the rows were last exact
+        self.context_keys: frozenset | None = None  # repository chunks in the header (engine's business)
         self._queued: list[CharEdit] = []
         self._queue_lock = threading.Lock()
 
@@ -173,6 +174,42 @@ class DocumentSession:
         """Record and patch at once (what the background worker does, edit by edit)."""
         self.record_edits(edits)
         return self.sync(policy)
+
+    def replace_header(self, header_ids: Sequence[int], mode: CacheMode) -> int:
+        """Put a new header (repository context) in front of the document; returns tokens encoded.
+
+        The header's changed tail is an edit at the start of the prompt. ``pie``
+        patches it like any edit (new header rows encoded, document rows
+        re-rotated and marked stale, refreshed later); other modes drop the rows
+        from the first changed header token and re-encode the document lazily.
+        """
+        new_header = list(header_ids)
+        old_header = self.header_ids
+        if new_header == old_header:
+            return 0
+        self.header_ids = new_header
+        if self.cache is None:
+            return 0
+        common = 0
+        while common < min(len(old_header), len(new_header)) and old_header[common] == new_header[common]:
+            common += 1
+        model = self.handle.model
+        fresh = new_header[common:]
+        if mode == "pie" and self.pending is None and self.encoded_rows == len(self.cache_ids):
+            runs = [r for r in (KeptRun(0, common), NewRun(fresh), KeptRun(len(old_header), len(old_header) + len(self.cache_ids))) if len(r)]
+            patch = TokenPatch(len(old_header) + len(self.cache_ids), runs)
+            apply_patch(model, self.cache, patch, old_header + self.cache_ids, self.handle.rope, header_rows=0, mode="pie")
+            if self.cache_ids:
+                self.stale_from = 0
+                self.changed_tokens += len(fresh) + len(old_header) - common
+            return len(fresh)
+        kv.crop_to(self.cache, min(common, kv.length(self.cache)))
+        if fresh:
+            kv.encode_chunked(model, self.cache, fresh)
+        self.encoded_rows, self.stale_from, self.changed_tokens = 0, None, 0
+        if self.pending is not None:
+            self.cache_ids, self.pending = self.tokens.ids, None
+        return len(fresh)
 
     # -- encoding ----------------------------------------------------------
     def ensure_encoded(self, max_rows: int | None = None) -> int:

@@ -177,6 +177,8 @@ def completion_options_to_proto(options: CompletionOptions) -> pb.CompletionOpti
         message.model = options.model
     if options.cache_mode is not None:
         message.cache_mode = options.cache_mode
+    if options.retrieval is not None:
+        message.retrieval = options.retrieval
     return message
 
 
@@ -192,6 +194,7 @@ def completion_options_from_proto(message: pb.CompletionOptions) -> CompletionOp
         max_lines=message.max_lines if message.HasField("max_lines") else defaults.max_lines,
         model=(message.model or None) if message.HasField("model") else defaults.model,
         cache_mode=(message.cache_mode or None) if message.HasField("cache_mode") else defaults.cache_mode,
+        retrieval=message.retrieval if message.HasField("retrieval") else defaults.retrieval,
     )
 
 
@@ -225,6 +228,8 @@ def timings_to_proto(timings: Timings) -> pb.Timings:
         total_ms=timings.total_ms,
         prepare_ms=timings.prepare_ms,
         encoded_tokens=timings.encoded_tokens,
+        retrieval_ms=timings.retrieval_ms,
+        context_chunks=timings.context_chunks,
     )
 
 
@@ -236,6 +241,8 @@ def timings_from_proto(message: pb.Timings) -> Timings:
         total_ms=message.total_ms,
         prepare_ms=message.prepare_ms,
         encoded_tokens=message.encoded_tokens,
+        retrieval_ms=message.retrieval_ms,
+        context_chunks=message.context_chunks,
     )
 
 

@@ -26,7 +26,8 @@ from cache.tokens import CharEdit
 from engine.decode import decode
 from engine.documents import Document, DocumentStore, line_starts, offset_of
 from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
-from engine.prompt import PromptBudget, build_fim_prompt, session_header_ids
+from engine.prompt import PromptBudget, build_fim_prompt, count_text_tokens, encode_segments, repo_format, session_header_ids
+from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
 from engine.stops import CompletionContext, decide_scope
 from engine.types import (
@@ -54,6 +55,7 @@ class CompletionEngine:
         budget: PromptBudget | None = None,
         policy: SessionPolicy | None = None,
         background: bool = True,
+        repo_context: RepoContext | None = None,
     ) -> None:
         self._model = model if isinstance(model, LoadedModel) else None
         self._model_factory = None if isinstance(model, LoadedModel) else model
@@ -71,6 +73,7 @@ class CompletionEngine:
         self._stopped = threading.Event()
         self._worker: threading.Thread | None = None
         self._background = background
+        self.repo_context = repo_context
 
     # -- model -------------------------------------------------------------
     @property
@@ -112,6 +115,8 @@ class CompletionEngine:
     # -- documents ---------------------------------------------------------
     def open_document(self, uri: str, language_id: str, version: int, text: str) -> DocumentState:
         state = self.documents.open(uri, language_id, version, text).state()
+        if self.repo_context is not None:
+            self.repo_context.note_text(uri, text)
         self._nudge_worker()  # encode the new document's session while the user reads it
         return state
 
@@ -121,6 +126,8 @@ class CompletionEngine:
             session = self.sessions.get(uri, touch=False)
             if session is not None:
                 session.queue_edits([CharEdit(start, end, text) for start, end, text in offsets])
+            if self.repo_context is not None:
+                self.repo_context.note_text(uri, document.text)  # re-indexed lazily, before the next retrieval
 
         state = self.documents.edit(uri, version, edits, on_applied=forward_to_session).state()
         self._nudge_worker()  # patch between keystrokes, not at request time
@@ -129,6 +136,8 @@ class CompletionEngine:
     def close_document(self, uri: str) -> None:
         self.documents.close(uri)
         self.sessions.pop(uri)
+        if self.repo_context is not None:
+            self.repo_context.note_text(uri, None)  # the file on disk is the truth again
 
     # -- completion --------------------------------------------------------
     def cancel(self, request_id: str) -> bool:
@@ -150,28 +159,40 @@ class CompletionEngine:
         prefix, suffix = document.split_at(request.position)  # validates the position
         _validate_options(request.options)
         mode = request.options.cache_mode or self.policy.mode
-        path = _path_of(request.uri)
+        use_context = self.repo_context is not None and request.options.retrieval is not False
+        path = self._prompt_path(request.uri)
         with self._request(request.request_id) as cancelled, self._model_for_request():
             prepare_started = time.perf_counter()
             session = self._session_for(request.uri, path)
             if len(session.tokens) > self.policy.max_document_tokens:
                 # too long for a whole-document session: a windowed prompt, encoded afresh
-                yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled, budget=self.budget, mode="window")
+                choice = self._choose_context(request.uri, prefix, suffix, None) if use_context else None
+                yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled,
+                                                 budget=self.budget, mode="window", repo=choice)
                 return
             text = session.tokens.text  # the text the session's cache describes now
-            if mode == "recompute":
-                # the reference: the same whole-document prompt, encoded from scratch
-                cursor = offset_of(text, line_starts(text), request.position)
-                yield from self._complete_locked(text[:cursor], text[cursor:], path, request.request_id, request.options, cancelled, budget=None, mode=mode)
-                return
             cursor = offset_of(text, line_starts(text), request.position)
             prefix, suffix = text[:cursor], text[cursor:]
+            whole_file = (0, text.count("\n") + 1)
+            choice = self._choose_context(request.uri, prefix, suffix, whole_file) if use_context else None
+            if mode == "recompute":
+                # the reference: the same whole-document prompt, encoded from scratch
+                yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled,
+                                                 budget=None, mode=mode, repo=choice)
+                return
+            if choice is not None and choice.should_replace(session.context_keys):
+                session.replace_header(self._header_ids(path, choice), mode)
+                session.context_keys = choice.included
+            elif not use_context and session.context_keys:
+                session.replace_header(self._header_ids(path, None), mode)  # this request asked for no context
+                session.context_keys = None
             fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window)
             encoded = kv.length(fork)  # rows now cached for this prompt
             prepare_ms = (time.perf_counter() - prepare_started) * 1000
             yield from self._complete_locked(
                 prefix, suffix, path, request.request_id, request.options, cancelled,
                 prompt_ids=remaining, cache=fork, mode=mode, prepare_ms=prepare_ms, prompt_tokens=encoded + len(remaining),
+                repo=choice, context_chunks=len(session.context_keys or ()),
             )
             self.sessions.enforce_budget(keep=request.uri)
 
@@ -181,13 +202,21 @@ class CompletionEngine:
         suffix: str,
         *,
         path: str = "",
+        uri: str | None = None,
         request_id: str = "",
         options: CompletionOptions = CompletionOptions(),
     ) -> Iterator[CompletionChunk]:
-        """Stream a completion between ``prefix`` and ``suffix`` (no document, no session)."""
+        """Stream a completion between ``prefix`` and ``suffix`` with a windowed prompt (no session).
+
+        With ``uri`` inside the engine's repository, repository context goes in front."""
         _validate_options(options)
+        if uri is not None:
+            path = path or self._prompt_path(uri)
         with self._request(request_id) as cancelled, self._model_for_request():
-            yield from self._complete_locked(prefix, suffix, path, request_id, options, cancelled, budget=self.budget, mode="recompute")
+            use_context = uri is not None and self.repo_context is not None and options.retrieval is not False
+            choice = self._choose_context(uri, prefix, suffix, None) if use_context else None
+            yield from self._complete_locked(prefix, suffix, path, request_id, options, cancelled, budget=self.budget,
+                                             mode="recompute", repo=choice)
 
     # -- internals ---------------------------------------------------------
     @contextlib.contextmanager
@@ -219,6 +248,29 @@ class CompletionEngine:
                 with self._cancel_lock:
                     self._cancel_events.pop(request_id, None)
 
+    def _prompt_path(self, uri: str) -> str:
+        """The file header's path: repository-relative inside the repository, else the file name."""
+        if self.repo_context is not None:
+            relative = self.repo_context.path_of(uri)
+            if relative is not None:
+                return relative
+        return _path_of(uri)
+
+    def _choose_context(self, uri: str, prefix: str, suffix: str, visible_lines: tuple[int, int] | None) -> ContextChoice | None:
+        """Repository context for a cursor (caller holds the model lock: the tokenizer is shared)."""
+        assert self.repo_context is not None
+        tokenizer = self.model.tokenizer
+        try:
+            return self.repo_context.choose(uri, prefix, suffix, lambda text: count_text_tokens(tokenizer, text), repo_format(self.model.family), visible_lines)
+        except Exception:  # context is an aid: a broken index must not fail the completion
+            log.exception("retrieval failed for %s", uri)
+            return None
+
+    def _header_ids(self, path: str, choice: ContextChoice | None) -> list[int]:
+        loaded = self.model
+        context = encode_segments(loaded.tokenizer, choice.segments) if choice is not None else []
+        return context + session_header_ids(loaded.tokenizer, loaded.family, path)
+
     def _session_for(self, uri: str, path: str | None = None) -> DocumentSession:
         """The document's session with every queued edit applied (caller holds the model lock).
 
@@ -228,10 +280,16 @@ class CompletionEngine:
         session = self.sessions.get(uri)
         if session is None:
             handle = self.handle
-            header = session_header_ids(handle.tokenizer, self.model.family, path or _path_of(uri))
+            path = path or self._prompt_path(uri)
             with self.documents.locked():
                 document = self.documents.get_unlocked(uri)
-                session = DocumentSession(handle, document.text, header)
+                text = document.text
+            # first context: names used anywhere in the file (no cursor yet); later requests may move it
+            choice = self._choose_context(uri, text, "", (0, text.count("\n") + 1)) if self.repo_context is not None else None
+            with self.documents.locked():
+                document = self.documents.get_unlocked(uri)
+                session = DocumentSession(handle, document.text, self._header_ids(path, choice))
+                session.context_keys = choice.included if choice is not None else None
                 self.sessions.put(uri, session)
         session.sync(self.policy)
         return session
@@ -251,6 +309,8 @@ class CompletionEngine:
         mode: str,
         prepare_ms: float = 0.0,
         prompt_tokens: int | None = None,
+        repo: ContextChoice | None = None,
+        context_chunks: int | None = None,
     ) -> Iterator[CompletionChunk]:
         loaded = self.model
         if options.model and options.model != loaded.name:
@@ -259,6 +319,9 @@ class CompletionEngine:
         context = CompletionContext(prefix=prefix, suffix=suffix, scope=decide_scope(prefix, suffix, options.scope), max_lines=options.max_lines)
         if prompt_ids is None:
             prompt_ids = build_fim_prompt(loaded.tokenizer, loaded.family, prefix, suffix, path=path, budget=budget).token_ids
+            if repo is not None:
+                prompt_ids = encode_segments(loaded.tokenizer, repo.segments) + prompt_ids
+            context_chunks = len(repo.included) if repo is not None else 0
         total_prompt = prompt_tokens if prompt_tokens is not None else len(prompt_ids)
         for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache):
             timings = Timings(
@@ -268,6 +331,8 @@ class CompletionEngine:
                 total_ms=(time.perf_counter() - started) * 1000,
                 prepare_ms=prepare_ms,
                 encoded_tokens=len(prompt_ids),
+                retrieval_ms=repo.elapsed_ms if repo is not None else 0.0,
+                context_chunks=context_chunks or 0,
             )
             yield CompletionChunk(
                 request_id=request_id,
@@ -357,3 +422,4 @@ def _path_of(uri: str) -> str:
     parsed = urlparse(uri)
     path = unquote(parsed.path) if parsed.scheme else uri
     return path.rsplit("/", 1)[-1] if "/" in path else path
+

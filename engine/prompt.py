@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
+from context.assemble import CONTROL, RepoFormat, Segment
 from engine.registry import ModelFamily
 
 CHARS_PER_TOKEN_CEILING = 8  # pre-cut before tokenizing: code rarely exceeds this
@@ -42,6 +43,11 @@ def _encode_text(tokenizer: Any, text: str) -> list[int]:
     if not text:
         return []
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+
+
+def count_text_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens ``text`` costs as user text (budgets are counted with this)."""
+    return len(_encode_text(tokenizer, text))
 
 
 def _encode_template_literal(tokenizer: Any, literal: str) -> list[int]:
@@ -115,6 +121,31 @@ def session_header_ids(tokenizer: Any, family: ModelFamily, path: str = "") -> l
     """
     ids = _render(tokenizer, family.file_header_template, {"path": path.replace("\n", " ")}) if path else []
     return ids + _encode_template_literal(tokenizer, family.fim_prefix_token)
+
+
+def repo_format(family: ModelFamily) -> RepoFormat:
+    """The family's repo-level markers, for ``context.assemble``."""
+    repo_marker = family.repo_header_template.split("{", 1)[0]
+    file_marker = family.file_header_template.split("{", 1)[0]
+    return RepoFormat(repo_marker, file_marker, family.fim_prefix_token, family.fim_suffix_token, family.fim_middle_token)
+
+
+def encode_segments(tokenizer: Any, segments: Sequence[Segment]) -> list[int]:
+    """Token ids of assembled segments: markers as special tokens, user text never as one."""
+    ids: list[int] = []
+    for segment in segments:
+        ids += _encode_template_literal(tokenizer, segment.text) if segment.kind == CONTROL else _encode_text(tokenizer, segment.text)
+    return ids
+
+
+def context_header_ids(tokenizer: Any, family: ModelFamily, segments: Sequence[Segment], path: str = "") -> list[int]:
+    """Session header with repository context: repo line and context files, then the file header.
+
+    The context segments are the stable leading part of an assembled prompt
+    (``RepoPrompt.segments[:stable_segments]``); with none, this equals
+    ``session_header_ids``.
+    """
+    return encode_segments(tokenizer, segments) + session_header_ids(tokenizer, family, path)
 
 
 def _render(tokenizer: Any, template: str, values: dict[str, str]) -> list[int]:

@@ -172,11 +172,12 @@ def serve(
     model: str | None = None,
     device: str | None = None,
     policy: SessionPolicy | None = None,
+    repo_context: "RepoContext | None" = None,
 ) -> None:
     """``livefim serve``: load and warm the model, serve until SIGINT/SIGTERM, then stop gracefully."""
     from engine.runtime import load_model
 
-    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True), policy=policy)
+    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True), policy=policy, repo_context=repo_context)
     engine.warm_up()
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     running = start_server(engine, f"{bind_host}:{port}")

@@ -49,6 +49,7 @@ class CompletionOptions:
     max_lines: int = 12
     model: str | None = None  # None: the engine's model
     cache_mode: str | None = None  # "recompute" | "prefix" | "pie"; None: the engine's default
+    retrieval: bool | None = None  # repository context; None: on when the engine has a repository
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Timings:
     total_ms: float = 0.0
     prepare_ms: float = 0.0  # document cache sync + fork before decoding
     encoded_tokens: int = 0  # prompt tokens actually run through the model
+    retrieval_ms: float = 0.0  # choosing repository context (0: none asked)
+    context_chunks: int = 0  # repository chunks in front of the document
 
 
 class FinishReason(str, Enum):

@@ -24,8 +24,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cursor_refresh_window=args.cursor_window,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
-    serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy)
+    repo_context = _open_repo(args.repo, "livefim serve")
+    if args.repo and repo_context is None:
+        return 2
+    serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context)
     return 0
+
+
+def _open_repo(repo: str | None, command: str):
+    """The repository context for ``--repo`` (index loaded or built, with progress); None without one."""
+    if not repo:
+        return None
+    from engine.repo_context import open_repo_context
+
+    root = Path(repo)
+    if not root.is_dir():
+        print(f"{command}: --repo is not a directory: {root}", file=sys.stderr)
+        return None
+    return open_repo_context(root, progress=_progress_printer("indexing"))
 
 
 def _cmd_lsp(args: argparse.Namespace) -> int:
@@ -47,17 +63,21 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as error:
         print(f"livefim complete: cannot read {path}: {error}", file=sys.stderr)
         return 2
-    engine = CompletionEngine(lambda: load_model(args.model, args.device, install_missing=True))
+    repo_context = _open_repo(args.repo, "livefim complete")
+    if args.repo and repo_context is None:
+        return 2
+    engine = CompletionEngine(lambda: load_model(args.model, args.device, install_missing=True),
+                              repo_context=repo_context)
     uri = path.resolve().as_uri()
     options = CompletionOptions(
-        max_tokens=args.max_tokens, temperature=args.temperature, scope=Scope(args.scope), seed=args.seed
+        max_tokens=args.max_tokens, temperature=args.temperature, scope=Scope(args.scope), seed=args.seed,
     )
     try:
         engine.open_document(uri, "", 1, text)
         position = Position(args.line - 1, args.column - 1)
         prefix, suffix = engine.documents.get(uri).split_at(position)
         final = None
-        for final in engine.complete_text(prefix, suffix, path=path.name, request_id="cli", options=options):
+        for final in engine.complete_text(prefix, suffix, uri=uri, request_id="cli", options=options):
             pass
     except EngineError as error:
         print(f"livefim complete: {error}", file=sys.stderr)
@@ -75,7 +95,9 @@ def _cmd_complete(args: argparse.Namespace) -> int:
                 "prefill_ms": round(final.timings.prefill_ms, 1),
                 "decode_ms": round(final.timings.decode_ms, 1),
                 "total_ms": round(final.timings.total_ms, 1),
+                "retrieval_ms": round(final.timings.retrieval_ms, 1),
             },
+            "context_chunks": final.timings.context_chunks,
         }, indent=2))
     else:
         print(final.text)
@@ -142,13 +164,52 @@ def _cmd_bench_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_edits(args: argparse.Namespace) -> int:
-    from evals.edits import run_edits_eval
+    from evals.edits import Release, ModeSpec, load_suite, run_edits_eval, write_records
 
-    summary = run_edits_eval(
-        args.model, args.package, args.old, args.new, max_tokens=args.max_doc_tokens, limit=args.limit,
-        stale_budget=args.stale_budget, cursor_window=args.cursor_window, device=args.device,
-        progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True),
-    )
+    if args.package:
+        if not (args.old and args.new):
+            print("livefim eval edits: --package needs --old and --new", file=sys.stderr)
+            return 2
+        releases = [Release(args.package, args.old, args.new)]
+    else:
+        releases = load_suite()
+    modes = tuple(m for m in args.modes.split(",") if m)
+    try:
+        for mode in modes:
+            ModeSpec.parse(mode)
+    except ValueError as exc:
+        print(f"livefim eval edits: {exc}", file=sys.stderr)
+        return 2
+    records: list[dict] = []
+    try:
+        summary = run_edits_eval(
+            args.model, releases, modes=modes, max_tokens=args.max_doc_tokens, limit=args.limit,
+            stale_budget=args.stale_budget, device=args.device, records_out=records,
+            progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True),
+        )
+    finally:
+        if args.out:
+            write_records(records, Path(args.out))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_eval_repo(args: argparse.Namespace) -> int:
+    from evals.edits import write_records
+    from evals.repo import run_repo_eval
+
+    roots = [Path(r) for r in args.root] if args.root else None
+    for root in roots or []:
+        if not (root / "__init__.py").is_file():
+            print(f"livefim eval repo: --root must be a package directory (with __init__.py): {root}", file=sys.stderr)
+            return 2
+    records: list[dict] = []
+    try:
+        summary = run_repo_eval(args.model, roots, limit=args.limit, seed=args.seed, device=args.device, records_out=records,
+                                progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
+    finally:
+        if args.out:
+            write_records(records, Path(args.out))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -228,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="suffix rows re-encoded after the cursor per completion (pie quality, ~0.1 s on CPU)")
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
     serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
+    serve.add_argument("--repo", default=None, help="repository whose code gives cross-file context (indexed at start)")
     serve.set_defaults(run=_cmd_serve)
 
     lsp = sub.add_parser("lsp", help="run the language server on stdio")
@@ -246,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--seed", type=int, default=None)
     complete.add_argument("--scope", choices=["auto", "line", "block"], default="auto")
     complete.add_argument("--json", action="store_true", help="print text, tokens and timings as JSON")
+    complete.add_argument("--repo", default=None, help="repository for cross-file context (default: none)")
     complete.set_defaults(run=_cmd_complete)
 
     index = sub.add_parser("index", help="index a repository for cross-file context (tree-sitter chunks, symbols, BM25)")
@@ -277,16 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
     fim.set_defaults(run=_cmd_eval)
 
     edits = eval_sub.add_parser("edits", help="replay real release diffs; pie/prefix vs recompute next-line quality")
-    edits.add_argument("--package", default="requests")
-    edits.add_argument("--old", default="2.31.0")
-    edits.add_argument("--new", default="2.32.0")
-    edits.add_argument("--limit", type=int, default=40, help="number of next-line tasks")
-    edits.add_argument("--max-doc-tokens", type=int, default=2048, help="skip files longer than this")
+    edits.add_argument("--package", default=None, help="one package (with --old/--new); default: evals/edit_suite.toml")
+    edits.add_argument("--old", default=None)
+    edits.add_argument("--new", default=None)
+    edits.add_argument("--limit", type=int, default=20, help="next-line tasks per release")
+    edits.add_argument("--max-doc-tokens", type=int, default=3072, help="skip files longer than this")
     edits.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE refreshes")
-    edits.add_argument("--cursor-window", type=int, default=32, help="suffix rows the pie-window mode re-encodes")
+    edits.add_argument("--modes", default="recompute,prefix,pie,pie+w32",
+                       help="comma list: recompute, prefix, pie, pie+wN (cursor window), +sN (suffix window), +bN (budget), +norefresh")
+    edits.add_argument("--out", default=None, help="write per-task records as JSON lines")
     edits.add_argument("--model", default=None)
     edits.add_argument("--device", default=None)
     edits.set_defaults(run=_cmd_eval_edits)
+
+    repo_eval = eval_sub.add_parser("repo", help="cross-file next-line tasks: exact match with retrieval off and on, recall@k")
+    repo_eval.add_argument("--limit", type=int, default=100, help="tasks (seeded, spread over the packages)")
+    repo_eval.add_argument("--seed", type=int, default=0)
+    repo_eval.add_argument("--root", action="append", default=None,
+                           help="package directory (repeatable; default: stdlib packages and evals/repo_suite.toml)")
+    repo_eval.add_argument("--model", default=None)
+    repo_eval.add_argument("--device", default=None)
+    repo_eval.add_argument("--out", default=None, help="write per-task records as JSON lines")
+    repo_eval.set_defaults(run=_cmd_eval_repo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (JSON)")
     bench_sub = bench.add_subparsers(dest="suite", required=True)

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$engine/proto/livefim/v1/engine.proto\x12\nlivefim.v1\"+\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\x11\n\tcharacter\x18\x02 \x01(\x05\"O\n\x05Range\x12#\n\x05start\x18\x01 \x01(\x0b\x32\x14.livefim.v1.Position\x12!\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x14.livefim.v1.Position\":\n\x08TextEdit\x12 \n\x05range\x18\x01 \x01(\x0b\x32\x11.livefim.v1.Range\x12\x0c\n\x04text\x18\x02 \x01(\x0c\"P\n\rDocumentState\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\ncharacters\x18\x03 \x01(\x03\x12\r\n\x05lines\x18\x04 \x01(\x03\"V\n\x13OpenDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x13\n\x0blanguage_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\x0c\"X\n\x13\x45\x64itDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x14.livefim.v1.TextEdit\"#\n\x14\x43loseDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"\x17\n\x15\x43loseDocumentResponse\"\xad\x02\n\x11\x43ompletionOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12 \n\x05scope\x18\x05 \x01(\x0e\x32\x11.livefim.v1.Scope\x12\x16\n\tmax_lines\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05model\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x17\n\ncache_mode\x18\x08 \x01(\tH\x06\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0c\n\n_max_linesB\x08\n\x06_modelB\r\n\x0b_cache_mode\"\xac\x01\n\x0f\x43ompleteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12&\n\x08position\x18\x03 \x01(\x0b\x32\x14.livefim.v1.Position\x12\x14\n\x07version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.livefim.v1.CompletionOptionsB\n\n\x08_version\"\x85\x01\n\x07Timings\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nprepare_ms\x18\x05 \x01(\x01\x12\x16\n\x0e\x65ncoded_tokens\x18\x06 \x01(\x05\"\xf8\x01\n\x10\x43ompleteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.livefim.v1.FinishReason\x12\x18\n\x10generated_tokens\x18\x05 \x01(\x05\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.livefim.v1.Timings\x12 \n\x05scope\x18\x07 \x01(\x0e\x32\x11.livefim.v1.Scope\x12\r\n\x05model\x18\x08 \x01(\t\x12\x12\n\ncache_mode\x18\t \x01(\t\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08*8\n\x05Scope\x12\x0e\n\nSCOPE_AUTO\x10\x00\x12\x0e\n\nSCOPE_LINE\x10\x01\x12\x0f\n\x0bSCOPE_BLOCK\x10\x02*\x81\x02\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1d\n\x19\x46INISH_REASON_END_OF_LINE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_SCOPE_END\x10\x04\x12 \n\x1c\x46INISH_REASON_SUFFIX_OVERLAP\x10\x05\x12\x1b\n\x17\x46INISH_REASON_MAX_LINES\x10\x06\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x07\x32\x8a\x03\n\x10\x43ompletionEngine\x12J\n\x0cOpenDocument\x12\x1f.livefim.v1.OpenDocumentRequest\x1a\x19.livefim.v1.DocumentState\x12J\n\x0c\x45\x64itDocument\x12\x1f.livefim.v1.EditDocumentRequest\x1a\x19.livefim.v1.DocumentState\x12T\n\rCloseDocument\x12 .livefim.v1.CloseDocumentRequest\x1a!.livefim.v1.CloseDocumentResponse\x12G\n\x08\x43omplete\x12\x1b.livefim.v1.CompleteRequest\x1a\x1c.livefim.v1.CompleteResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.livefim.v1.CancelRequest\x1a\x1a.livefim.v1.CancelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$engine/proto/livefim/v1/engine.proto\x12\nlivefim.v1\"+\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\x11\n\tcharacter\x18\x02 \x01(\x05\"O\n\x05Range\x12#\n\x05start\x18\x01 \x01(\x0b\x32\x14.livefim.v1.Position\x12!\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x14.livefim.v1.Position\":\n\x08TextEdit\x12 \n\x05range\x18\x01 \x01(\x0b\x32\x11.livefim.v1.Range\x12\x0c\n\x04text\x18\x02 \x01(\x0c\"P\n\rDocumentState\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\ncharacters\x18\x03 \x01(\x03\x12\r\n\x05lines\x18\x04 \x01(\x03\"V\n\x13OpenDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x13\n\x0blanguage_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\x0c\"X\n\x13\x45\x64itDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x14.livefim.v1.TextEdit\"#\n\x14\x43loseDocumentRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"\x17\n\x15\x43loseDocumentResponse\"\xd3\x02\n\x11\x43ompletionOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12 \n\x05scope\x18\x05 \x01(\x0e\x32\x11.livefim.v1.Scope\x12\x16\n\tmax_lines\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05model\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x17\n\ncache_mode\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x16\n\tretrieval\x18\t \x01(\x08H\x07\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0c\n\n_max_linesB\x08\n\x06_modelB\r\n\x0b_cache_modeB\x0c\n\n_retrieval\"\xac\x01\n\x0f\x43ompleteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12&\n\x08position\x18\x03 \x01(\x0b\x32\x14.livefim.v1.Position\x12\x14\n\x07version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.livefim.v1.CompletionOptionsB\n\n\x08_version\"\xb3\x01\n\x07Timings\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nprepare_ms\x18\x05 \x01(\x01\x12\x16\n\x0e\x65ncoded_tokens\x18\x06 \x01(\x05\x12\x14\n\x0cretrieval_ms\x18\x07 \x01(\x01\x12\x16\n\x0e\x63ontext_chunks\x18\x08 \x01(\x05\"\xf8\x01\n\x10\x43ompleteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.livefim.v1.FinishReason\x12\x18\n\x10generated_tokens\x18\x05 \x01(\x05\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.livefim.v1.Timings\x12 \n\x05scope\x18\x07 \x01(\x0e\x32\x11.livefim.v1.Scope\x12\r\n\x05model\x18\x08 \x01(\t\x12\x12\n\ncache_mode\x18\t \x01(\t\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08*8\n\x05Scope\x12\x0e\n\nSCOPE_AUTO\x10\x00\x12\x0e\n\nSCOPE_LINE\x10\x01\x12\x0f\n\x0bSCOPE_BLOCK\x10\x02*\x81\x02\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1d\n\x19\x46INISH_REASON_END_OF_LINE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_SCOPE_END\x10\x04\x12 \n\x1c\x46INISH_REASON_SUFFIX_OVERLAP\x10\x05\x12\x1b\n\x17\x46INISH_REASON_MAX_LINES\x10\x06\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x07\x32\x8a\x03\n\x10\x43ompletionEngine\x12J\n\x0cOpenDocument\x12\x1f.livefim.v1.OpenDocumentRequest\x1a\x19.livefim.v1.DocumentState\x12J\n\x0c\x45\x64itDocument\x12\x1f.livefim.v1.EditDocumentRequest\x1a\x19.livefim.v1.DocumentState\x12T\n\rCloseDocument\x12 .livefim.v1.CloseDocumentRequest\x1a!.livefim.v1.CloseDocumentResponse\x12G\n\x08\x43omplete\x12\x1b.livefim.v1.CompleteRequest\x1a\x1c.livefim.v1.CompleteResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.livefim.v1.CancelRequest\x1a\x1a.livefim.v1.CancelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.proto.livefim.v1.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOPE']._serialized_start=1500
-  _globals['_SCOPE']._serialized_end=1556
-  _globals['_FINISHREASON']._serialized_start=1559
-  _globals['_FINISHREASON']._serialized_end=1816
+  _globals['_SCOPE']._serialized_start=1584
+  _globals['_SCOPE']._serialized_end=1640
+  _globals['_FINISHREASON']._serialized_start=1643
+  _globals['_FINISHREASON']._serialized_end=1900
   _globals['_POSITION']._serialized_start=52
   _globals['_POSITION']._serialized_end=95
   _globals['_RANGE']._serialized_start=97
@@ -52,17 +52,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLOSEDOCUMENTRESPONSE']._serialized_start=535
   _globals['_CLOSEDOCUMENTRESPONSE']._serialized_end=558
   _globals['_COMPLETIONOPTIONS']._serialized_start=561
-  _globals['_COMPLETIONOPTIONS']._serialized_end=862
-  _globals['_COMPLETEREQUEST']._serialized_start=865
-  _globals['_COMPLETEREQUEST']._serialized_end=1037
-  _globals['_TIMINGS']._serialized_start=1040
-  _globals['_TIMINGS']._serialized_end=1173
-  _globals['_COMPLETERESPONSE']._serialized_start=1176
-  _globals['_COMPLETERESPONSE']._serialized_end=1424
-  _globals['_CANCELREQUEST']._serialized_start=1426
-  _globals['_CANCELREQUEST']._serialized_end=1461
-  _globals['_CANCELRESPONSE']._serialized_start=1463
-  _globals['_CANCELRESPONSE']._serialized_end=1498
-  _globals['_COMPLETIONENGINE']._serialized_start=1819
-  _globals['_COMPLETIONENGINE']._serialized_end=2213
+  _globals['_COMPLETIONOPTIONS']._serialized_end=900
+  _globals['_COMPLETEREQUEST']._serialized_start=903
+  _globals['_COMPLETEREQUEST']._serialized_end=1075
+  _globals['_TIMINGS']._serialized_start=1078
+  _globals['_TIMINGS']._serialized_end=1257
+  _globals['_COMPLETERESPONSE']._serialized_start=1260
+  _globals['_COMPLETERESPONSE']._serialized_end=1508
+  _globals['_CANCELREQUEST']._serialized_start=1510
+  _globals['_CANCELREQUEST']._serialized_end=1545
+  _globals['_CANCELRESPONSE']._serialized_start=1547
+  _globals['_CANCELRESPONSE']._serialized_end=1582
+  _globals['_COMPLETIONENGINE']._serialized_start=1903
+  _globals['_COMPLETIONENGINE']._serialized_end=2297
 # @@protoc_insertion_point(module_scope)

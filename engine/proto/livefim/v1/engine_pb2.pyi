@@ -104,7 +104,7 @@ class CloseDocumentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CompletionOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode")
+    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode", "retrieval")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class CompletionOptions(_message.Message):
     MAX_LINES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -121,7 +122,8 @@ class CompletionOptions(_message.Message):
     max_lines: int
     model: str
     cache_mode: str
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ...) -> None: ...
+    retrieval: bool
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., retrieval: _Optional[bool] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("request_id", "uri", "position", "version", "options")
@@ -138,20 +140,24 @@ class CompleteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., uri: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., version: _Optional[int] = ..., options: _Optional[_Union[CompletionOptions, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms", "prepare_ms", "encoded_tokens")
+    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms", "prepare_ms", "encoded_tokens", "retrieval_ms", "context_chunks")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
     ENCODED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     prefill_ms: float
     decode_ms: float
     total_ms: float
     prepare_ms: float
     encoded_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ...) -> None: ...
+    retrieval_ms: float
+    context_chunks: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ..., retrieval_ms: _Optional[float] = ..., context_chunks: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode")
