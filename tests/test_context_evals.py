@@ -91,3 +91,40 @@ def test_livefim_bench_context_prints_json(tmp_path):
         capture_output=True, text=True, check=True,
     )
     assert json.loads(result.stdout)["retrieve"]["cursors"] == 5
+
+
+def test_repo_eval_completes_every_task_with_and_without_context(tmp_path, tiny_model):
+    from evals.repo import run_repo_eval
+
+    root = package(tmp_path)
+    records: list[dict] = []
+    summary = run_repo_eval(None, [root], limit=3, seed=0, loaded=tiny_model, records_out=records)
+    assert summary["tasks"] == len(records) == 3
+    assert all(r["context_chunks"] >= 1 for r in records)  # each line uses a sibling module's name
+    assert summary["recall"]["tasks"] == 3 and "exact_match_gain" in summary
+
+
+def test_the_held_out_line_is_not_in_the_index_while_completing(tmp_path, tiny_model, monkeypatch):
+    from context.index import build_index
+    from engine.engine import CompletionEngine
+    from engine.repo_context import RepoContext
+    from evals.repo import complete_line
+
+    root = package(tmp_path)
+    task = build_repo_tasks([root], limit=1, seed=0)[0]
+    context = RepoContext(build_index(root))
+    engine = CompletionEngine(tiny_model, background=False, repo_context=context)
+    seen: list[str] = []
+    original = RepoContext.choose
+
+    def spy(self, uri, *args, **kwargs):
+        result = original(self, uri, *args, **kwargs)
+        seen.append("".join(chunk.text for chunk in self.index.chunks_of(task.file)))
+        return result
+
+    monkeypatch.setattr(RepoContext, "choose", spy)
+    complete_line(engine, task, retrieval=True)
+    assert seen and task.target.strip() not in seen[0]
+    context.flush()  # closed: the disk version is indexed again
+    assert task.target.strip() in "".join(chunk.text for chunk in context.index.chunks_of(task.file))
+    engine.close()

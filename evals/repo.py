@@ -1,0 +1,119 @@
+"""``livefim eval repo``: does repository context make next-line completions right more often?
+
+Why: retrieval is only worth its prompt tokens if the model then writes lines
+that use other files' names correctly. Tasks come from ``evals.repo_tasks``
+(held-out lines using a name imported from a sibling module, in standard-library
+packages and PyPI source releases). Each task is completed twice by the same
+engine, with the product's windowed prompt (``PromptBudget`` prefix and suffix),
+once without and once with repository context, and scored by exact match and
+edit similarity; recall@k of the defining chunk is reported beside it.
+
+The engine sees the task's buffer, not the file on disk: the document is opened
+with the held-out line empty, so the index never holds the answer.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+from engine.engine import CompletionEngine
+from engine.repo_context import RepoContext
+from engine.runtime import LoadedModel, load_model
+from engine.types import CompletionOptions, Scope
+from evals.edits import edit_similarity, exact, fetch_release, paired_difference
+from evals.repo_tasks import RepoTask, build_repo_tasks, retrieval_recall, stdlib_roots
+
+SUITE_FILE = Path(__file__).with_name("repo_suite.toml")
+
+
+def pypi_roots(path: Path = SUITE_FILE) -> list[Path]:
+    """Package directories of the PyPI source releases listed in ``repo_suite.toml`` (downloaded, cached)."""
+    with path.open("rb") as f:
+        releases = tomllib.load(f)["release"]
+    roots = []
+    for release in releases:
+        unpacked = fetch_release(release["package"], release["version"]) / "src"
+        found = sorted(p for p in unpacked.glob(f"*/{release['import']}/__init__.py"))
+        found += sorted(p for p in unpacked.glob(f"*/src/{release['import']}/__init__.py"))
+        if not found:
+            raise RuntimeError(f"{release['package']} {release['version']}: no package directory {release['import']!r}")
+        roots.append(found[0].parent)
+    return roots
+
+
+def complete_line(engine: CompletionEngine, task: RepoTask, retrieval: bool) -> tuple[str, int, float]:
+    """The engine's one-line completion at the task's cursor: text, context chunks, seconds."""
+    uri = (Path(task.repo) / task.file).as_uri()
+    options = CompletionOptions(max_tokens=48, scope=Scope.LINE, retrieval=retrieval)
+    engine.open_document(uri, "python", 1, task.prefix + task.suffix)
+    try:
+        started = time.perf_counter()
+        final = None
+        for final in engine.complete_text(task.prefix, task.suffix, uri=uri, options=options):
+            pass
+        assert final is not None
+        return final.text, final.timings.context_chunks, time.perf_counter() - started
+    finally:
+        engine.close_document(uri)
+
+
+def run_repo_eval(
+    model_name: str | None,
+    roots: list[Path] | None = None,
+    *,
+    limit: int = 100,
+    seed: int = 0,
+    device: str | None = None,
+    loaded: LoadedModel | None = None,
+    progress: Callable[[dict], None] | None = None,
+    records_out: list[dict] | None = None,
+) -> dict:
+    """Exact match and edit similarity with retrieval off and on, over the same tasks."""
+    from context.index import build_index
+
+    loaded = loaded or load_model(model_name, device, install_missing=True)
+    roots = roots if roots is not None else stdlib_roots() + pypi_roots()
+    tasks = build_repo_tasks(roots, limit, seed)
+    engines: dict[str, CompletionEngine] = {}
+    records: list[dict] = [] if records_out is None else records_out
+    for task in tasks:
+        if task.repo not in engines:
+            engines[task.repo] = CompletionEngine(loaded, background=False, repo_context=RepoContext(build_index(Path(task.repo))))
+        engine = engines[task.repo]
+        off, _, off_s = complete_line(engine, task, retrieval=False)
+        on, chunks, on_s = complete_line(engine, task, retrieval=True)
+        record = {"repo": Path(task.repo).name, "file": task.file, "line": task.line, "name": task.name,
+                  "target": task.target, "off": off, "on": on, "context_chunks": chunks,
+                  "off_s": round(off_s, 3), "on_s": round(on_s, 3)}
+        records.append(record)
+        if progress:
+            progress(record)
+    for engine in engines.values():
+        engine.close()
+    return summarize(records, loaded.name, retrieval_recall(tasks))
+
+
+def summarize(records: list[dict], model: str, recall: dict) -> dict:
+    n = max(1, len(records))
+    em = {arm: [float(exact(r[arm], r["target"])) for r in records] for arm in ("off", "on")}
+    es = {arm: [edit_similarity(r[arm], r["target"]) for r in records] for arm in ("off", "on")}
+    with_context = [i for i, r in enumerate(records) if r["context_chunks"]]
+    return {
+        "eval": "repo",
+        "model": model,
+        "tasks": len(records),
+        "repos": sorted({r["repo"] for r in records}),
+        "retrieval_off": {"exact_match": round(sum(em["off"]) / n, 4), "edit_similarity": round(sum(es["off"]) / n, 4),
+                          "median_s": round(statistics.median(r["off_s"] for r in records), 3) if records else None},
+        "retrieval_on": {"exact_match": round(sum(em["on"]) / n, 4), "edit_similarity": round(sum(es["on"]) / n, 4),
+                         "median_s": round(statistics.median(r["on_s"] for r in records), 3) if records else None},
+        "exact_match_gain": paired_difference(em["on"], em["off"]),
+        "edit_similarity_gain": paired_difference(es["on"], es["off"]),
+        "tasks_given_context": len(with_context),
+        "exact_match_gain_when_given_context": paired_difference([em["on"][i] for i in with_context], [em["off"][i] for i in with_context]),
+        "recall": recall,
+    }
