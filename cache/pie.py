@@ -28,6 +28,7 @@ import torch
 from cache import kv
 from cache.tokens import KeptRun, NewRun, TokenPatch
 from kernels import rerotate
+from kernels.rope import rerotate_with_table, rotation_table
 
 PatchMode = Literal["pie", "prefix"]
 
@@ -41,17 +42,24 @@ class PatchStats:
 
 
 def shift_keys(rope: kv.RopeSpec, delta: int):
-    """A key transform moving rows by ``delta`` positions (the same block shape on every layer)."""
+    """A key transform moving rows by ``delta`` positions (the same block shape on every layer).
+
+    One shift for all rows: on CUDA the fused kernel gets a deltas vector; elsewhere
+    cos/sin of the one angle are computed once and broadcast over rows and layers."""
     made: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def transform(keys: torch.Tensor) -> torch.Tensor:
-        # keys: [B, Hkv, S, D]; deltas and inv_freq are built once, not once per layer
-        key = (keys.shape[-2], keys.device)
+        # keys: [B, Hkv, S, D]; tables are built once per patch run, not once per layer
+        if keys.is_cuda:
+            key = (keys.shape[-2], keys.device)
+            if key not in made:
+                made[key] = (torch.full((keys.shape[-2],), delta, dtype=torch.int64, device=keys.device),
+                             rope.inv_freq.to(keys.device))
+            return rerotate(keys, *made[key])
+        key = (1, keys.device)
         if key not in made:
-            deltas = torch.full((keys.shape[-2],), delta, dtype=torch.int64, device=keys.device)
-            made[key] = (deltas, rope.inv_freq.to(keys.device))
-        deltas, inv_freq = made[key]
-        return rerotate(keys, deltas, inv_freq)
+            made[key] = rotation_table(torch.tensor([delta], dtype=torch.int64, device=keys.device), rope.inv_freq.to(keys.device))
+        return rerotate_with_table(keys, *made[key])
 
     return transform
 

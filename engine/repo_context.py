@@ -60,6 +60,9 @@ class RepoContext:
     index: RepoIndex
     budget: ContextBudget = ContextBudget()
     options: RetrievalOptions = RetrievalOptions()
+    # The skip signal is measured, not obeyed: on cross-file tasks it fired on 11.5% and
+    # would have dropped the defining chunk in 78% of those (BENCHMARKS.md).
+    honor_skip: bool = False
     _dirty: dict[str, str | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,7 +105,7 @@ class RepoContext:
             return None
         self.flush()
         result = retrieve(self.index, path, prefix, suffix, self.options, visible_lines)
-        if result.skip or not result.chunks:
+        if (result.skip and self.honor_skip) or not result.chunks:
             return ContextChoice((), frozenset(), (), result.skip, result.elapsed_ms)
         context_only = ContextBudget(self.budget.max_context_tokens, 0, 0)
         prompt = assemble_repo_prompt(result.chunks, path, "", "", count_tokens, context_only,

@@ -88,8 +88,15 @@ def rerotate_keys(keys: Tensor, deltas: Tensor, inv_freq: Tensor, out: Tensor | 
     `rerotate_keys(k[:, :, 15:], torch.full((8,), 3), inv_freq)`.
     """
     _check_args(keys, deltas, inv_freq)
+    return rerotate_with_table(keys, *rotation_table(deltas, inv_freq), out=out)
+
+
+def rerotate_with_table(keys: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None) -> Tensor:
+    """``rerotate_keys`` with cos/sin from ``rotation_table`` given: [S, D/2], or [1, D/2] for
+    one shift shared by every row (an edit moves all later rows alike; build the table once
+    per patch, not once per layer)."""
     half = keys.shape[-1] // 2
-    cos, sin = rotation_table(deltas, inv_freq)  # [S, D/2] float32 each
+    assert cos.shape == sin.shape and cos.shape[-1] == half and cos.shape[0] in (1, keys.shape[-2]), (cos.shape, keys.shape)
     k = keys.to(torch.float32)  # [B, H, S, D]; no copy for float32 keys
     x1, x2 = k[..., :half], k[..., half:]  # [B, H, S, D/2] each
     rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(keys.dtype)  # [B, H, S, D]

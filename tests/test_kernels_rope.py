@@ -199,3 +199,18 @@ def test_bench_reports_torch_time_on_cpu() -> None:
     result = bench_rerotate(rows=16, heads=2, head_dim=64, layers=2, device="cpu", repeats=2)
     assert result["torch_ms"] > 0 and result["triton_ms"] is None  # Triton is timed on CUDA only
     assert result["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("delta", [-700, -1, 3, 2048])
+def test_one_shared_shift_table_equals_the_per_row_version(delta: int) -> None:
+    from cache import kv
+    from cache.pie import shift_keys
+
+    torch.manual_seed(0)
+    keys = torch.randn(1, 2, 37, 64)
+    inv_freq = rope_inv_freq(64, 1_000_000.0)
+    per_row = rerotate_keys(keys, torch.full((37,), delta, dtype=torch.int64), inv_freq)
+    shared = shift_keys(kv.RopeSpec(inv_freq=inv_freq, head_dim=64), delta)(keys)
+    assert torch.equal(shared, per_row)
+    reference = rerotate_keys_reference(keys, torch.full((37,), delta, dtype=torch.int64), inv_freq)
+    assert torch.allclose(shared.double(), reference, atol=1e-5)
