@@ -24,24 +24,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cursor_refresh_window=args.cursor_window,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
-    repo_context = _open_repo(args.repo, "livefim serve")
+    repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens)
     if args.repo and repo_context is None:
         return 2
     serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context)
     return 0
 
 
-def _open_repo(repo: str | None, command: str):
+def _open_repo(repo: str | None, command: str, context_tokens: int = 1024):
     """The repository context for ``--repo`` (index loaded or built, with progress); None without one."""
     if not repo:
         return None
+    from context.assemble import ContextBudget
     from engine.repo_context import open_repo_context
 
     root = Path(repo)
     if not root.is_dir():
         print(f"{command}: --repo is not a directory: {root}", file=sys.stderr)
         return None
-    return open_repo_context(root, progress=_progress_printer("indexing"))
+    if context_tokens < 0:
+        print(f"{command}: --context-tokens must be >= 0", file=sys.stderr)
+        return None
+    return open_repo_context(root, progress=_progress_printer("indexing"), budget=ContextBudget(max_context_tokens=context_tokens))
 
 
 def _cmd_lsp(args: argparse.Namespace) -> int:
@@ -290,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
     serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
     serve.add_argument("--repo", default=None, help="repository whose code gives cross-file context (indexed at start)")
+    serve.add_argument("--context-tokens", type=int, default=1024,
+                       help="token budget of repository context in front of a document (BENCHMARKS.md: why 1024)")
     serve.set_defaults(run=_cmd_serve)
 
     lsp = sub.add_parser("lsp", help="run the language server on stdio")

@@ -129,3 +129,20 @@ def test_replacing_the_header_matches_a_fresh_encode(handle, tiny_model, mode):
         session.refresh()
         for layer in range(len(reference.layers)):
             assert torch.allclose(session.cache.layers[layer].keys, reference.layers[layer].keys, atol=1e-4)
+
+
+@pytest.mark.real_model
+def test_real_model_uses_a_value_only_another_file_holds(real_model, tmp_path):
+    root = tmp_path / "svc"
+    root.mkdir()
+    (root / "limits.py").write_text("\"\"\"Service limits.\"\"\"\n\nRETRY_BUDGET_SECONDS = 347\nMAX_WORKERS = 8\n")
+    app = "from limits import RETRY_BUDGET_SECONDS\n\n\ndef test_budget():\n    assert RETRY_BUDGET_SECONDS == \n"
+    engine = CompletionEngine(real_model, background=False, repo_context=RepoContext(build_index(root)))
+    uri = (root / "app.py").as_uri()
+    engine.open_document(uri, "python", 1, app)
+    position = Position(4, len("    assert RETRY_BUDGET_SECONDS == "))
+    with_context = run(engine, uri, position, cache_mode="pie")
+    without = run(engine, uri, position, cache_mode="recompute", retrieval=False)
+    engine.close()
+    assert with_context.text.strip() == "347" and with_context.timings.context_chunks == 1
+    assert without.text.strip() != "347"  # the number is nowhere in app.py
