@@ -30,7 +30,18 @@ from typing import Any, Literal, Sequence
 from cache import kv
 from cache.fim import fim_split_patch
 from cache.pie import PatchStats, apply_patch, reencode_from
-from cache.tokens import CharEdit, KeptRun, NewRun, TokenizedText, TokenPatch, compose, truncate_fresh
+from cache.tokens import (
+    CharEdit,
+    KeptRun,
+    NewRun,
+    TokenizedText,
+    TokenPatch,
+    compose,
+    identity,
+    invert,
+    trimmed,
+    truncate_fresh,
+)
 
 CacheMode = Literal["recompute", "prefix", "pie"]
 CACHE_MODES: tuple[str, ...] = ("recompute", "prefix", "pie")
@@ -47,6 +58,7 @@ class SessionPolicy:
     stale_budget: int = 256  # changed tokens (new + removed) tolerated before stale rows are refreshed
     idle_refresh_seconds: float = 2.0  # refresh stale rows after this long without edits
     refresh_chunk: int = 64  # rows per background step (bounds how long a completion waits)
+    fim_anchor: bool = False  # pie: keep <|fim_suffix|> in the session at the cursor (see DocumentSession)
     max_document_tokens: int = 8192  # larger documents use the windowed prompt, no session
     memory_budget_bytes: int = 4 << 30  # KV bytes across all sessions (LRU eviction)
 
@@ -84,6 +96,7 @@ class DocumentSession:
         self.last_edit = time.monotonic()
         self.changed_tokens = 0  # new + removed tokens since the rows were last exact
         self.context_keys: frozenset | None = None  # repository chunks in the header (engine's business)
+        self.anchor: int | None = None  # anchored sessions: offset in the text where <|fim_suffix|> sits
         self._queued: list[CharEdit] = []
         self._queue_lock = threading.Lock()
 
@@ -110,7 +123,7 @@ class DocumentSession:
     def drop_cache(self) -> None:
         """Free the KV rows (eviction); the next use re-encodes."""
         self.cache, self.encoded_rows, self.stale_from = None, 0, None
-        self.cache_ids, self.pending, self.changed_tokens = self.tokens.ids, None, 0
+        self.cache_ids, self.pending, self.changed_tokens, self.anchor = self.tokens.ids, None, 0, None
 
     # -- edits -------------------------------------------------------------
     def queue_edits(self, edits: list[CharEdit]) -> None:
@@ -131,7 +144,18 @@ class DocumentSession:
             self.record_edits(edits)
 
     def record_edits(self, edits: list[CharEdit]) -> TokenPatch:
-        patch = self.tokens.edit(edits)
+        if self.anchor is not None and self.cache is not None:
+            # anchored: <|fim_suffix|> leaves its old place and follows the typing (end of the last edit)
+            old_split = self._split_at(self.anchor)
+            old_target = old_split.apply(self.tokens.ids)
+            unsplit = invert(old_split, self.tokens.ids)
+            edit = self.tokens.edit(edits)
+            if edits:
+                self.anchor = edits[-1].start + len(edits[-1].text)
+            patch = trimmed(compose(compose(unsplit, edit), self._split_at(self.anchor)), old_target)
+        else:
+            patch = self.tokens.edit(edits)
+            self.anchor = None
         if self.cache is None:
             self.cache_ids = self.tokens.ids
         elif not patch.is_noop or self.pending is not None:
@@ -145,22 +169,28 @@ class DocumentSession:
         """Bring the rows up to the text: PIE patch, or crop to the first change (prefix)."""
         self.absorb_queued()
         patch, self.pending = self.pending, None
-        old_ids, self.cache_ids = self.cache_ids, self.tokens.ids
+        old_ids = self.cache_ids
         if patch is None or self.cache is None:
+            self.cache_ids = self._target_ids()
             return None
-        kept = patch.new_length - patch.new_token_count
-        self.changed_tokens += patch.new_token_count + (patch.old_length - kept)
-        first_change = patch.first_change
+        self.cache_ids = patch.apply(old_ids)
         if policy.mode != "pie" or self.encoded_rows != len(old_ids):
-            keep = min(self.encoded_rows, first_change)
+            keep = min(self.encoded_rows, patch.first_change)
             kv.crop_to(self.cache, len(self.header_ids) + keep)
             self.encoded_rows = keep
             if self.stale_from is not None and self.stale_from >= keep:
                 self.stale_from = None
             return None
+        return self._patch_rows(patch, old_ids, policy.refresh_window)
+
+    def _patch_rows(self, patch: TokenPatch, old_ids: list[int], refresh_window: int) -> PatchStats:
+        """PIE-patch the session's own rows from ``old_ids`` to ``self.cache_ids`` (set by the caller)."""
+        kept = patch.new_length - patch.new_token_count
+        self.changed_tokens += patch.new_token_count + (patch.old_length - kept)
+        first_change = patch.first_change
         stats = apply_patch(
             self.handle.model, self.cache, patch, old_ids, self.handle.rope,
-            header_rows=len(self.header_ids), mode="pie", refresh_window=policy.refresh_window,
+            header_rows=len(self.header_ids), mode="pie", refresh_window=refresh_window,
         )
         self.encoded_rows = len(self.cache_ids)
         earlier = self.stale_from if self.stale_from is not None and self.stale_from < first_change else None
@@ -169,6 +199,26 @@ class DocumentSession:
         if self.stale_from is None:
             self.changed_tokens = 0
         return stats
+
+    # -- the <|fim_suffix|> anchor -----------------------------------------
+    def _split_at(self, offset: int) -> TokenPatch:
+        """Document ids -> ``tok(text[:offset]) + [FS] + tok(text[offset:])``."""
+        return fim_split_patch(self.tokens, offset, self.handle.fim_suffix_id)
+
+    def _target_ids(self) -> list[int]:
+        """The ids the rows should describe once pending work is done: the document, with
+        ``<|fim_suffix|>`` at the anchor when there is one."""
+        return self.tokens.ids if self.anchor is None else self._split_at(self.anchor).apply(self.tokens.ids)
+
+    def _to_cursor(self, cursor: int) -> TokenPatch:
+        """Target ids -> the FIM split at ``cursor`` (moving the anchor, or splicing it in)."""
+        if self.anchor is None:
+            return self._split_at(cursor)
+        old_split = self._split_at(self.anchor)
+        if self.anchor == cursor:
+            return identity(old_split.new_length)
+        old_target = old_split.apply(self.tokens.ids)
+        return trimmed(compose(invert(old_split, self.tokens.ids), self._split_at(cursor)), old_target)
 
     def apply_edits(self, edits: list[CharEdit], policy: SessionPolicy) -> PatchStats | None:
         """Record and patch at once (what the background worker does, edit by edit)."""
@@ -208,7 +258,7 @@ class DocumentSession:
             kv.encode_chunked(model, self.cache, fresh)
         self.encoded_rows, self.stale_from, self.changed_tokens = 0, None, 0
         if self.pending is not None:
-            self.cache_ids, self.pending = self.tokens.ids, None
+            self.cache_ids, self.pending = self._target_ids(), None
         return len(fresh)
 
     # -- encoding ----------------------------------------------------------
@@ -219,7 +269,7 @@ class DocumentSession:
         if self.cache is None:
             self.cache = kv.new_cache(model.config)
             kv.encode_chunked(model, self.cache, self.header_ids)
-            self.encoded_rows, self.cache_ids, self.pending = 0, self.tokens.ids, None
+            self.encoded_rows, self.cache_ids, self.pending, self.anchor = 0, self.tokens.ids, None, None
         end = len(self.cache_ids) if max_rows is None else min(len(self.cache_ids), self.encoded_rows + max_rows)
         missing = self.cache_ids[self.encoded_rows : end]
         if missing:
@@ -247,7 +297,8 @@ class DocumentSession:
 
     # -- completion --------------------------------------------------------
     def fim_fork(
-        self, cursor: int, mode: CacheMode, refresh_window: int = 0, suffix_window: int | None = None
+        self, cursor: int, mode: CacheMode, refresh_window: int = 0, suffix_window: int | None = None,
+        anchor: bool = False,
     ) -> tuple[Any, list[int]]:
         """A cache holding ``header + prefix + <|fim_suffix|> + suffix`` for a cursor
         (code-point offset of the current text), and the ids still to feed
@@ -255,10 +306,14 @@ class DocumentSession:
         ``refresh_window`` (pie): also re-encode that many rows after each change,
         so the suffix right after the cursor sees ``<|fim_suffix|>``.
         ``suffix_window`` (pie): instead, keep only that many suffix tokens, all
-        encoded afresh after the marker (the far suffix is left out)."""
+        encoded afresh after the marker (the far suffix is left out).
+        ``anchor`` (pie): patch the session itself, not just the fork, so that
+        ``<|fim_suffix|>`` stays in its rows at the cursor and follows later
+        typing: suffix rows then see the marker, a refresh makes them exact,
+        and the next request at the same place encodes nothing."""
         assert mode in ("prefix", "pie"), mode
         self.absorb_queued()
-        split = fim_split_patch(self.tokens, cursor, self.handle.fim_suffix_id)
+        split = self._to_cursor(cursor)
         header = len(self.header_ids)
         if self.cache is None:
             self.ensure_encoded(max_rows=0)  # header only; rows follow below
@@ -267,6 +322,12 @@ class DocumentSession:
         wanted = len(self.cache_ids) if mode == "pie" else min(len(self.cache_ids), patch.first_change)
         if self.encoded_rows < wanted:
             self.ensure_encoded(max_rows=wanted - self.encoded_rows)
+        if mode == "pie" and anchor and suffix_window is None:
+            old_ids, self.pending = self.cache_ids, None
+            self.cache_ids, self.anchor = patch.apply(old_ids), cursor
+            if not patch.is_noop:
+                self._patch_rows(patch, old_ids, refresh_window)
+            return kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache)), [self.handle.fim_middle_id]
         fork = kv.from_snapshot(self.handle.model.config, kv.snapshot(self.cache))
         if mode == "pie" and suffix_window is not None:
             final_marker = patch.apply(self.cache_ids).index(self.handle.fim_suffix_id)

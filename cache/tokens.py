@@ -518,6 +518,38 @@ def compose(first: TokenPatch, second: TokenPatch) -> TokenPatch:
     return TokenPatch(old_ids_needed, runs)
 
 
+def invert(patch: TokenPatch, old_ids: Sequence[int]) -> TokenPatch:
+    """The patch undoing ``patch``: from its new ids back to ``old_ids``.
+
+    Kept runs stay kept (at their new positions); old tokens it dropped come
+    back as new ones. ``invert(P([K(0,2), N([7]), K(3,4)]), [1,2,3,4])`` is
+    ``[K(0,2), N([3]), K(3,4)]``.
+    """
+    assert len(old_ids) == patch.old_length, (len(old_ids), patch.old_length)
+    runs: list[Run] = []
+    new_pos = old_pos = 0
+    for run in patch.runs:
+        if isinstance(run, KeptRun):
+            if run.old_start > old_pos:
+                runs.append(NewRun(list(old_ids[old_pos : run.old_start])))
+            runs.append(KeptRun(new_pos, new_pos + len(run)))
+            old_pos = run.old_end
+        new_pos += len(run)
+    if old_pos < len(old_ids):
+        runs.append(NewRun(list(old_ids[old_pos:])))
+    return TokenPatch(new_pos, _canonical(runs))
+
+
+def identity(length: int) -> TokenPatch:
+    """The patch that changes nothing in ``length`` tokens."""
+    return TokenPatch(length, [KeptRun(0, length)] if length else [])
+
+
+def trimmed(patch: TokenPatch, old_ids: list[int]) -> TokenPatch:
+    """``patch`` with new tokens that repeat the old ones at their gap's ends kept instead."""
+    return TokenPatch(patch.old_length, _trim_against_old(list(patch.runs), old_ids))
+
+
 def truncate_fresh(patch: TokenPatch, old_ids: Sequence[int], keep: int, fresh: int) -> TokenPatch:
     """The first ``keep`` new tokens as ``patch`` makes them, then the next ``fresh``
     new tokens re-encoded (one NewRun), and nothing after.

@@ -186,7 +186,8 @@ class CompletionEngine:
             elif not use_context and session.context_keys:
                 session.replace_header(self._header_ids(path, None), mode)  # this request asked for no context
                 session.context_keys = None
-            fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window)
+            fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window,
+                                               anchor=self.policy.fim_anchor)
             encoded = kv.length(fork)  # rows now cached for this prompt
             prepare_ms = (time.perf_counter() - prepare_started) * 1000
             yield from self._complete_locked(

@@ -14,7 +14,9 @@ refreshed when its changed tokens pass the staleness budget), with variants
 written ``pie+w32`` (also re-encode 32 suffix rows after ``<|fim_suffix|>`` per
 request: the engine's default), ``pie+s128`` (only the next 128 suffix tokens,
 encoded afresh after the marker), ``pie+b64`` (staleness budget 64) and
-``pie+norefresh`` (never refreshed: shows what the budget buys).
+``pie+norefresh`` (never refreshed: shows what the budget buys) and
+``pie+anchor`` (``<|fim_suffix|>`` kept in the session at the cursor, following
+the typing: ``SessionPolicy.fim_anchor``).
 
 Reported per mode: exact match, edit similarity, top-1 agreement with
 recompute under teacher forcing (the recompute output fed through each mode's
@@ -59,7 +61,7 @@ class ModeSpec:
     """One way to serve the completion, parsed from ``pie+w32+b64`` style names.
 
     >>> ModeSpec.parse("pie+w32")
-    ModeSpec(name='pie+w32', cache='pie', cursor_window=32, suffix_window=None, stale_budget=None, refresh=True)
+    ModeSpec(name='pie+w32', cache='pie', cursor_window=32, suffix_window=None, stale_budget=None, refresh=True, anchor=False)
     """
 
     name: str
@@ -68,16 +70,19 @@ class ModeSpec:
     suffix_window: int | None = None
     stale_budget: int | None = None  # None: the run's budget
     refresh: bool = True
+    anchor: bool = False  # keep <|fim_suffix|> in the session at the cursor (SessionPolicy.fim_anchor)
 
     @classmethod
     def parse(cls, name: str) -> "ModeSpec":
         base, *options = name.split("+")
         if base not in ("recompute", "prefix", "pie") or (options and base != "pie"):
-            raise ValueError(f"unknown mode {name!r}: use recompute, prefix, pie or pie+wN/+sN/+bN/+norefresh")
+            raise ValueError(f"unknown mode {name!r}: use recompute, prefix, pie or pie+wN/+sN/+bN/+anchor/+norefresh")
         fields: dict = {}
         for option in options:
             if option == "norefresh":
                 fields["refresh"] = False
+            elif option == "anchor":
+                fields["anchor"] = True
             elif option[:1] in ("w", "s", "b") and option[1:].isdigit():
                 key = {"w": "cursor_window", "s": "suffix_window", "b": "stale_budget"}[option[0]]
                 fields[key] = int(option[1:])
@@ -301,7 +306,7 @@ def replay_edits(
                 if spec.cache == "pie" and spec.refresh and session.refresh_due(policies[spec.name]):
                     session.refresh()
                     record[f"{spec.name}_refreshed"] = True
-                fork, rest = session.fim_fork(cursor, spec.cache, spec.cursor_window, spec.suffix_window)
+                fork, rest = session.fim_fork(cursor, spec.cache, spec.cursor_window, spec.suffix_window, anchor=spec.anchor)
                 record[f"{spec.name}_ready_s"] = time.perf_counter() - started
                 saved = kv.snapshot(fork)
                 record[spec.name], _ = predict(loaded, rest, fork, context)

@@ -21,7 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     policy = SessionPolicy(
         mode=args.cache_mode, stale_budget=args.stale_budget, refresh_window=args.refresh_window,
-        cursor_refresh_window=args.cursor_window,
+        cursor_refresh_window=args.cursor_window, fim_anchor=args.fim_anchor,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
     repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens)
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--refresh-window", type=int, default=0, help="rows re-encoded right after each edit")
     serve.add_argument("--cursor-window", type=int, default=32,
                        help="suffix rows re-encoded after the cursor per completion (pie quality, ~0.1 s on CPU)")
+    serve.add_argument("--fim-anchor", action=argparse.BooleanOptionalAction, default=False,
+                       help="keep <|fim_suffix|> in each session at the cursor, following the typing (pie)")
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
     serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
     serve.add_argument("--repo", default=None, help="repository whose code gives cross-file context (indexed at start)")

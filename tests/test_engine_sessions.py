@@ -87,3 +87,22 @@ def test_documents_over_the_session_limit_use_a_windowed_prompt(tiny_model):
     engine = CompletionEngine(tiny_model, policy=SessionPolicy(max_document_tokens=10), background=False)
     engine.open_document(URI, "python", 1, TEXT)
     assert final(engine, Position(2, 4), "pie").cache_mode == "window"
+
+
+def test_anchored_engine_typing_at_the_cursor_is_exact_after_the_idle_refresh(tiny_model):
+    engine = CompletionEngine(tiny_model, policy=SessionPolicy(fim_anchor=True, idle_refresh_seconds=0.0))
+    try:
+        engine.open_document(URI, "python", 1, TEXT)
+        final(engine, Position(3, 8), "pie")  # the marker goes in at the cursor
+        session = engine.sessions.get(URI)
+        engine.edit_document(URI, 2, [TextEdit(Range(Position(3, 8), Position(3, 8)), "result ")])  # typing there
+        deadline = time.monotonic() + 20
+        while (session.has_queued_edits or session.stale_from is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert session.anchor == TEXT.index("result += value") + len("result ")  # right after the typed text
+        position = Position(3, 15)
+        pie = final(engine, position, "pie")
+        reference = final(engine, position, "recompute")
+        assert pie.timings.encoded_tokens == 1 and (pie.text, pie.generated_tokens) == (reference.text, reference.generated_tokens)
+    finally:
+        engine.close()

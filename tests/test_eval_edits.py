@@ -15,7 +15,7 @@ def test_hunks_hold_out_the_last_non_blank_new_line():
 
 
 def test_replay_predicts_each_held_out_line_in_every_mode(tiny_model):
-    modes = [ModeSpec.parse(m) for m in ("recompute", "prefix", "pie", "pie+w32", "pie+s16", "pie+b1")]
+    modes = [ModeSpec.parse(m) for m in ("recompute", "prefix", "pie", "pie+w32", "pie+s16", "pie+b1", "pie+w8+anchor")]
     records = replay_edits(tiny_model, {"geo.py": OLD}, {"geo.py": NEW}, modes=modes, limit=10)
     assert [r["target"] for r in records] == ["import math", "    return math.pi * r * r", "    print(circle(1))"]
     for record in records:
@@ -32,7 +32,7 @@ def test_replay_predicts_each_held_out_line_in_every_mode(tiny_model):
 
 def test_mode_names_parse_and_reject_nonsense():
     assert ModeSpec.parse("pie+w32+b64") == ModeSpec("pie+w32+b64", "pie", cursor_window=32, stale_budget=64)
-    assert ModeSpec.parse("pie+norefresh").refresh is False
+    assert ModeSpec.parse("pie+norefresh").refresh is False and ModeSpec.parse("pie+anchor").anchor is True
     for bad in ("pie+x3", "prefix+w32", "fast"):
         with pytest.raises(ValueError):
             ModeSpec.parse(bad)

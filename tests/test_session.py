@@ -205,3 +205,60 @@ def test_suffix_window_fork_is_exact_when_only_the_suffix_is_cut(handle, header)
     expected = kv.encode(handle.model, reference, split_ids[: marker + 1 + 5] + rest)
     assert kv.length(fork) == marker + 1 + 5
     assert torch.allclose(kv.encode(handle.model, fork, rest), expected, atol=1e-4)
+
+
+def split_ids(handle, text, cursor):
+    """The slow reference of an anchored session's ids: prefix, <|fim_suffix|>, suffix, tokenized apart."""
+    return tokenize(handle.tokenizer, text[:cursor])[0] + [handle.fim_suffix_id] + tokenize(handle.tokenizer, text[cursor:])[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_anchored_sessions_keep_the_marker_at_the_cursor_through_edits_and_requests(handle, header, data):
+    s = session(handle, header)
+    rng = random.Random(data.draw(st.integers(0, 10_000)))
+    snippets = ["x", " ", "\n", "foo(bar)", "é", "\n\n", "return 1\n", ""]
+    for _ in range(data.draw(st.integers(1, 5))):
+        s.absorb_queued()  # as the engine does before reading the text a cursor refers to
+        text = s.tokens.text
+        if rng.random() < 0.5:  # a completion request somewhere
+            cursor = rng.randint(0, len(text))
+            fork, rest = s.fim_fork(cursor, "pie", refresh_window=rng.choice([0, 4]), anchor=True)
+            assert s.anchor == cursor and s.cache_ids == split_ids(handle, text, cursor)
+            assert kv.length(fork) == len(header) + len(s.cache_ids) and rest == [handle.fim_middle_id]
+        else:  # an edit, patched now or left pending
+            start = rng.randint(0, len(text))
+            end = rng.randint(start, min(len(text), start + 12))
+            typed = rng.choice(snippets)
+            s.queue_edits([CharEdit(start, end, typed)])
+            if rng.random() < 0.5:
+                s.sync(PIE)
+            s.absorb_queued()
+            if s.anchor is not None:
+                assert s.anchor == start + len(typed)  # the marker follows the typing
+    s.sync(PIE)
+    expected = split_ids(handle, s.tokens.text, s.anchor) if s.anchor is not None else tokenize(handle.tokenizer, s.tokens.text)[0]
+    assert s.cache_ids == expected and s.tokens.ids == tokenize(handle.tokenizer, s.tokens.text)[0]
+    s.ensure_encoded()
+    reference = kv.new_cache(handle.model.config)
+    kv.encode(handle.model, reference, header + expected)
+    assert layer_close(s.cache, reference, 0, atol=1e-4)  # PIE: layer 0 exact
+    s.refresh()
+    for layer in range(len(reference.layers)):
+        assert layer_close(s.cache, reference, layer, atol=1e-4)  # refreshed: every layer exact
+
+
+def test_an_anchored_request_at_the_same_place_encodes_nothing_and_prefix_forks_stay_exact(handle, header):
+    s = session(handle, header)
+    cursor = TEXT.index("in values") + 3
+    s.fim_fork(cursor, "pie", anchor=True)
+    rows = kv.snapshot(s.cache)
+    s.fim_fork(cursor, "pie", anchor=True)
+    assert all(a is b for (a, _), (b, _) in zip(rows, kv.snapshot(s.cache)))  # no patch, same tensors
+    # a prefix-mode request elsewhere on the anchored session: the exact FIM prompt
+    other = TEXT.index("return result")
+    fork, rest = s.fim_fork(other, "prefix")
+    ids = build_fim_prompt(handle.tokenizer, _family(handle), TEXT[:other], TEXT[other:], path="calc.py", budget=None).token_ids
+    reference = kv.new_cache(handle.model.config)
+    assert torch.allclose(kv.encode(handle.model, fork, rest), kv.encode(handle.model, reference, ids), atol=1e-4)
+    assert s.anchor == cursor  # prefix requests leave the session alone

@@ -434,3 +434,16 @@ def test_edits_match_fresh_tokenization(tokenizer, data):
             at = hunk.old_end
         assert rebuilt + old_ids[at:] == doc.ids
         assert patch.new_token_count == sum(len(h.ids) for h in patch.hunks())
+
+
+def test_invert_undoes_a_patch_and_compose_with_it_is_the_identity():
+    from cache.tokens import KeptRun, NewRun, TokenPatch, compose, identity, invert, trimmed
+
+    old = [1, 2, 3, 4, 5, 6]
+    patch = TokenPatch(6, [KeptRun(0, 2), NewRun([7, 8]), KeptRun(3, 4), KeptRun(5, 6)])
+    new = patch.apply(old)
+    back = invert(patch, old)
+    assert back.apply(new) == old
+    round_trip = compose(patch, back)
+    assert round_trip.apply(old) == old
+    assert trimmed(round_trip, old) == identity(6)
