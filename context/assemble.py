@@ -159,6 +159,7 @@ def assemble_repo_prompt(
     *,
     repo_name: str = "",
     markers: RepoFormat = RepoFormat(),
+    order: str = "path",
 ) -> RepoPrompt:
     """The repo-level FIM prompt as segments (see the module docstring for order and budget)."""
     # 1. Prefix and suffix, each cut to its budget on line boundaries.
@@ -187,7 +188,12 @@ def assemble_repo_prompt(
     if chosen and repo_line is not None:
         segments += [Segment(CONTROL, markers.repo_name, "repo"), Segment(TEXT, repo_line, "repo")]
     included: list[RetrievedChunk] = []
-    for path in sorted(chosen):
+    if order == "score":  # the best file last, next to the current one
+        file_order = sorted(chosen, key=lambda path: (max(c.score for c in chosen[path]), path))
+    else:
+        assert order == "path", order
+        file_order = sorted(chosen)
+    for path in file_order:
         segments += [Segment(CONTROL, markers.file_sep, "context"), Segment(TEXT, f"{path}\n{_file_body(path, chosen[path])}", "context")]
         included += sorted(chosen[path], key=lambda c: c.start_line)
     stable = len(segments)

@@ -63,6 +63,7 @@ class RepoContext:
     # The skip signal is measured, not obeyed: on cross-file tasks it fired on 11.5% and
     # would have dropped the defining chunk in 78% of those (BENCHMARKS.md).
     honor_skip: bool = False
+    order: str = "path"  # context files by path, or "score": the best file last (context.assemble)
     _dirty: dict[str, str | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,7 +110,7 @@ class RepoContext:
             return ContextChoice((), frozenset(), (), result.skip, result.elapsed_ms)
         context_only = ContextBudget(self.budget.max_context_tokens, 0, 0)
         prompt = assemble_repo_prompt(result.chunks, path, "", "", count_tokens, context_only,
-                                      repo_name=self.index.name, markers=markers)
+                                      repo_name=self.index.name, markers=markers, order=self.order)
         included = frozenset(_key(c) for c in prompt.included)
         best = tuple(_key(c) for c in sorted(result.chunks, key=lambda c: -c.score) if _key(c) in included)
         return ContextChoice(prompt.segments[: prompt.stable_segments], included, best, False, result.elapsed_ms)

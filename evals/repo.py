@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
+from context.assemble import ContextBudget
 from engine.engine import CompletionEngine
 from engine.repo_context import RepoContext
 from engine.runtime import LoadedModel, load_model
@@ -69,6 +70,9 @@ def run_repo_eval(
     seed: int = 0,
     device: str | None = None,
     loaded: LoadedModel | None = None,
+    context_tokens: int = 1024,
+    order: str = "path",
+    arms: tuple[str, ...] = ("off", "on"),
     progress: Callable[[dict], None] | None = None,
     records_out: list[dict] | None = None,
 ) -> dict:
@@ -82,10 +86,11 @@ def run_repo_eval(
     records: list[dict] = [] if records_out is None else records_out
     for task in tasks:
         if task.repo not in engines:
-            engines[task.repo] = CompletionEngine(loaded, background=False, repo_context=RepoContext(build_index(Path(task.repo))))
+            context = RepoContext(build_index(Path(task.repo)), ContextBudget(max_context_tokens=context_tokens), order=order)
+            engines[task.repo] = CompletionEngine(loaded, background=False, repo_context=context)
         engine = engines[task.repo]
-        off, _, off_s = complete_line(engine, task, retrieval=False)
-        on, chunks, on_s = complete_line(engine, task, retrieval=True)
+        off, _, off_s = complete_line(engine, task, retrieval=False) if "off" in arms else ("", 0, 0.0)
+        on, chunks, on_s = complete_line(engine, task, retrieval=True) if "on" in arms else ("", 0, 0.0)
         record = {"repo": Path(task.repo).name, "file": task.file, "line": task.line, "name": task.name,
                   "target": task.target, "off": off, "on": on, "context_chunks": chunks,
                   "off_s": round(off_s, 3), "on_s": round(on_s, 3)}
@@ -94,7 +99,9 @@ def run_repo_eval(
             progress(record)
     for engine in engines.values():
         engine.close()
-    return summarize(records, loaded.name, retrieval_recall(tasks))
+    summary = summarize(records, loaded.name, retrieval_recall(tasks))
+    summary.update(context_tokens=context_tokens, order=order, arms=list(arms))
+    return summary
 
 
 def summarize(records: list[dict], model: str, recall: dict) -> dict:

@@ -210,6 +210,7 @@ def _cmd_eval_repo(args: argparse.Namespace) -> int:
     records: list[dict] = []
     try:
         summary = run_repo_eval(args.model, roots, limit=args.limit, seed=args.seed, device=args.device, records_out=records,
+                                context_tokens=args.context_tokens, order=args.order, arms=tuple(args.arms.split(",")),
                                 progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
     finally:
         if args.out:
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     repo_eval.add_argument("--model", default=None)
     repo_eval.add_argument("--device", default=None)
     repo_eval.add_argument("--out", default=None, help="write per-task records as JSON lines")
+    repo_eval.add_argument("--context-tokens", type=int, default=1024, help="repository context budget")
+    repo_eval.add_argument("--order", choices=["path", "score"], default="path", help="context files by path, or best last")
+    repo_eval.add_argument("--arms", default="off,on", help="which of off,on to run (greedy: an arm's output does not change)")
     repo_eval.set_defaults(run=_cmd_eval_repo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (JSON)")

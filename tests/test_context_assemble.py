@@ -77,3 +77,13 @@ def test_prefix_keeps_its_last_lines_and_suffix_its_first_within_budget():
     prompt = assemble_repo_prompt([], "m.py", prefix, suffix, words, ContextBudget(0, 4, 2))
     assert (prompt.prefix, prompt.suffix, prompt.truncated_prefix, prompt.truncated_suffix) == ("c d\ne f\n", "g h\n", True, True)
     assert prompt.render() == "<|file_sep|>m.py\n<|fim_prefix|>c d\ne f\n<|fim_suffix|>g h\n<|fim_middle|>"
+
+
+def test_score_order_puts_the_best_file_last_next_to_the_current_one():
+    best = chunk("z/best.py", 0, "alpha", 0.9)
+    other = chunk("a/other.py", 0, "beta", 0.5)
+    middle = chunk("m/mid.py", 0, "gamma", 0.7)
+    prompt = assemble_repo_prompt([best, other, middle], "main.py", "p", "s", words, ContextBudget(100, 100, 100), order="score")
+    assert [x.path for x in prompt.included] == ["a/other.py", "m/mid.py", "z/best.py"]
+    files = [s.text.split("\n", 1)[0] for s in prompt.segments if s.role == "context" and s.kind == "text"]
+    assert files == ["a/other.py", "m/mid.py", "z/best.py"]
