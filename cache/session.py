@@ -53,7 +53,7 @@ class SessionPolicy:
 
     mode: CacheMode = "pie"
     refresh_window: int = 0  # rows re-encoded right after each change when edits are patched (pie)
-    cursor_refresh_window: int = 32  # suffix rows re-encoded after <|fim_suffix|> per completion (pie)
+    cursor_refresh_window: int = 128  # suffix rows re-encoded after <|fim_suffix|> per completion (pie)
     suffix_window: int | None = None  # pie: keep only this many suffix tokens, all re-encoded (None: whole suffix)
     stale_budget: int = 256  # changed tokens (new + removed) tolerated before stale rows are refreshed
     idle_refresh_seconds: float = 2.0  # refresh stale rows after this long without edits

@@ -7,7 +7,7 @@ line, and a multi-place edit of three lines), measure side by side:
 * ``recompute`` — encode the whole FIM prompt from scratch;
 * ``prefix``    — keep rows before the first change, re-encode the rest;
 * ``pie``       — patch: encode the new tokens, re-rotate moved rows;
-* ``pie_window32`` — pie, also re-encoding 32 suffix rows after the cursor.
+* ``pie_window32`` / ``pie_window128`` — pie, also re-encoding 32 / 128 suffix rows after the cursor.
 
 "Ready" means the KV cache holds ``header + prefix + <|fim_suffix|> + suffix``
 for a cursor at the end of the (last) edited line; the ``<|fim_middle|>``
@@ -134,7 +134,7 @@ def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], devic
                 return len(ids) - 1
 
             row["recompute_s"], row["recompute_encoded"] = _timed(recompute)
-            for column, mode, window in (("prefix", "prefix", 0), ("pie", "pie", 0), ("pie_window32", "pie", 32)):
+            for column, mode, window in (("prefix", "prefix", 0), ("pie", "pie", 0), ("pie_window32", "pie", 32), ("pie_window128", "pie", 128)):
                 session = base.clone()
 
                 def ready(session=session, mode=mode, window=window) -> int:
@@ -145,7 +145,7 @@ def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], devic
 
                 row[f"{column}_s"], _ = _timed(ready)
                 assert session.tokens.text == new_text
-            for key in ("recompute_s", "prefix_s", "pie_s", "pie_window32_s"):
+            for key in ("recompute_s", "prefix_s", "pie_s", "pie_window32_s", "pie_window128_s"):
                 row[key] = round(row[key], 3)
             row["recompute_over_pie"] = round(row["recompute_s"] / max(row["pie_s"], 1e-9), 1)
             results.append(row)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from context.assemble import ContextBudget
+from context.retrieve import RetrievalOptions
 from engine.engine import CompletionEngine
 from engine.repo_context import RepoContext
 from engine.runtime import LoadedModel, load_model
@@ -72,6 +73,7 @@ def run_repo_eval(
     loaded: LoadedModel | None = None,
     context_tokens: int = 1024,
     order: str = "path",
+    max_chunks: int = RetrievalOptions().max_chunks,
     arms: tuple[str, ...] = ("off", "on"),
     progress: Callable[[dict], None] | None = None,
     records_out: list[dict] | None = None,
@@ -86,7 +88,8 @@ def run_repo_eval(
     records: list[dict] = [] if records_out is None else records_out
     for task in tasks:
         if task.repo not in engines:
-            context = RepoContext(build_index(Path(task.repo)), ContextBudget(max_context_tokens=context_tokens), order=order)
+            context = RepoContext(build_index(Path(task.repo)), ContextBudget(max_context_tokens=context_tokens),
+                                  RetrievalOptions(max_chunks=max_chunks), order=order)
             engines[task.repo] = CompletionEngine(loaded, background=False, repo_context=context)
         engine = engines[task.repo]
         off, _, off_s = complete_line(engine, task, retrieval=False) if "off" in arms else ("", 0, 0.0)
@@ -100,7 +103,7 @@ def run_repo_eval(
     for engine in engines.values():
         engine.close()
     summary = summarize(records, loaded.name, retrieval_recall(tasks))
-    summary.update(context_tokens=context_tokens, order=order, arms=list(arms))
+    summary.update(context_tokens=context_tokens, order=order, max_chunks=max_chunks, arms=list(arms))
     return summary
 
 

@@ -210,7 +210,8 @@ def _cmd_eval_repo(args: argparse.Namespace) -> int:
     records: list[dict] = []
     try:
         summary = run_repo_eval(args.model, roots, limit=args.limit, seed=args.seed, device=args.device, records_out=records,
-                                context_tokens=args.context_tokens, order=args.order, arms=tuple(args.arms.split(",")),
+                                context_tokens=args.context_tokens, order=args.order, max_chunks=args.max_chunks,
+                                arms=tuple(args.arms.split(",")),
                                 progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
     finally:
         if args.out:
@@ -290,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how document KV caches follow edits (default: pie); requests may override")
     serve.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE rows are refreshed")
     serve.add_argument("--refresh-window", type=int, default=0, help="rows re-encoded right after each edit")
-    serve.add_argument("--cursor-window", type=int, default=32,
-                       help="suffix rows re-encoded after the cursor per completion (pie quality, ~0.1 s on CPU)")
+    serve.add_argument("--cursor-window", type=int, default=128,
+                       help="suffix rows re-encoded after the cursor per completion (pie quality; BENCHMARKS.md)")
     serve.add_argument("--fim-anchor", action=argparse.BooleanOptionalAction, default=False,
                        help="keep <|fim_suffix|> in each session at the cursor, following the typing (pie)")
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     edits.add_argument("--max-doc-tokens", type=int, default=3072, help="skip files longer than this")
     edits.add_argument("--stale-budget", type=int, default=256, help="changed tokens before PIE refreshes")
     edits.add_argument("--modes", default="recompute,prefix,pie,pie+w32",
-                       help="comma list: recompute, prefix, pie, pie+wN (cursor window), +sN (suffix window), +bN (budget), +norefresh")
+                       help="comma list: recompute, prefix, pie, pie+wN (cursor window), +sN (suffix window), +bN (budget), +anchor, +norefresh")
     edits.add_argument("--out", default=None, help="write per-task records as JSON lines")
     edits.add_argument("--model", default=None)
     edits.add_argument("--device", default=None)
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo_eval.add_argument("--device", default=None)
     repo_eval.add_argument("--out", default=None, help="write per-task records as JSON lines")
     repo_eval.add_argument("--context-tokens", type=int, default=1024, help="repository context budget")
+    repo_eval.add_argument("--max-chunks", type=int, default=8, help="retrieved chunks considered for the context")
     repo_eval.add_argument("--order", choices=["path", "score"], default="path", help="context files by path, or best last")
     repo_eval.add_argument("--arms", default="off,on", help="which of off,on to run (greedy: an arm's output does not change)")
     repo_eval.set_defaults(run=_cmd_eval_repo)
