@@ -146,9 +146,7 @@ class DocumentSession:
     def record_edits(self, edits: list[CharEdit]) -> TokenPatch:
         if self.anchor is not None and self.cache is not None:
             # anchored: <|fim_suffix|> leaves its old place and follows the typing (end of the last edit)
-            old_split = self._split_at(self.anchor)
-            old_target = old_split.apply(self.tokens.ids)
-            unsplit = invert(old_split, self.tokens.ids)
+            unsplit, old_target = self._unsplit()
             edit = self.tokens.edit(edits)
             if edits:
                 self.anchor = edits[-1].start + len(edits[-1].text)
@@ -210,15 +208,21 @@ class DocumentSession:
         ``<|fim_suffix|>`` at the anchor when there is one."""
         return self.tokens.ids if self.anchor is None else self._split_at(self.anchor).apply(self.tokens.ids)
 
+    def _unsplit(self) -> tuple[TokenPatch, list[int]]:
+        """For an anchored session: the patch taking the marker out (target ids -> document
+        ids), and the target ids it starts from."""
+        assert self.anchor is not None
+        split = self._split_at(self.anchor)
+        return invert(split, self.tokens.ids), split.apply(self.tokens.ids)
+
     def _to_cursor(self, cursor: int) -> TokenPatch:
         """Target ids -> the FIM split at ``cursor`` (moving the anchor, or splicing it in)."""
         if self.anchor is None:
             return self._split_at(cursor)
-        old_split = self._split_at(self.anchor)
+        unsplit, old_target = self._unsplit()
         if self.anchor == cursor:
-            return identity(old_split.new_length)
-        old_target = old_split.apply(self.tokens.ids)
-        return trimmed(compose(invert(old_split, self.tokens.ids), self._split_at(cursor)), old_target)
+            return identity(len(old_target))
+        return trimmed(compose(unsplit, self._split_at(cursor)), old_target)
 
     def apply_edits(self, edits: list[CharEdit], policy: SessionPolicy) -> PatchStats | None:
         """Record and patch at once (what the background worker does, edit by edit)."""

@@ -26,7 +26,7 @@ from cache.tokens import CharEdit
 from engine.decode import decode
 from engine.documents import Document, DocumentStore, line_starts, offset_of
 from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
-from engine.prompt import PromptBudget, build_fim_prompt, count_text_tokens, encode_segments, repo_format, session_header_ids
+from engine.prompt import PromptBudget, build_fim_prompt, context_header_ids, count_text_tokens, encode_segments, repo_format
 from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
 from engine.stops import CompletionContext, decide_scope
@@ -159,7 +159,7 @@ class CompletionEngine:
         prefix, suffix = document.split_at(request.position)  # validates the position
         _validate_options(request.options)
         mode = request.options.cache_mode or self.policy.mode
-        use_context = self.repo_context is not None and request.options.retrieval is not False
+        use_context = self._context_wanted(request.options)
         path = self._prompt_path(request.uri)
         with self._request(request.request_id) as cancelled, self._model_for_request():
             prepare_started = time.perf_counter()
@@ -214,8 +214,7 @@ class CompletionEngine:
         if uri is not None:
             path = path or self._prompt_path(uri)
         with self._request(request_id) as cancelled, self._model_for_request():
-            use_context = uri is not None and self.repo_context is not None and options.retrieval is not False
-            choice = self._choose_context(uri, prefix, suffix, None) if use_context else None
+            choice = self._choose_context(uri, prefix, suffix, None) if uri is not None and self._context_wanted(options) else None
             yield from self._complete_locked(prefix, suffix, path, request_id, options, cancelled, budget=self.budget,
                                              mode="recompute", repo=choice)
 
@@ -257,6 +256,10 @@ class CompletionEngine:
                 return relative
         return _path_of(uri)
 
+    def _context_wanted(self, options: CompletionOptions) -> bool:
+        """Repository context for this request: the engine has a repository and the request did not opt out."""
+        return self.repo_context is not None and options.retrieval is not False
+
     def _choose_context(self, uri: str, prefix: str, suffix: str, visible_lines: tuple[int, int] | None) -> ContextChoice | None:
         """Repository context for a cursor (caller holds the model lock: the tokenizer is shared)."""
         assert self.repo_context is not None
@@ -268,9 +271,8 @@ class CompletionEngine:
             return None
 
     def _header_ids(self, path: str, choice: ContextChoice | None) -> list[int]:
-        loaded = self.model
-        context = encode_segments(loaded.tokenizer, choice.segments) if choice is not None else []
-        return context + session_header_ids(loaded.tokenizer, loaded.family, path)
+        segments = choice.segments if choice is not None else ()
+        return context_header_ids(self.model.tokenizer, self.model.family, segments, path)
 
     def _session_for(self, uri: str, path: str | None = None) -> DocumentSession:
         """The document's session with every queued edit applied (caller holds the model lock).
@@ -423,4 +425,3 @@ def _path_of(uri: str) -> str:
     parsed = urlparse(uri)
     path = unquote(parsed.path) if parsed.scheme else uri
     return path.rsplit("/", 1)[-1] if "/" in path else path
-
