@@ -40,17 +40,30 @@ class LoadedModel:
     tokenizer: Any  # transformers PreTrainedTokenizerFast
     family: ModelFamily
     device: torch.device
+    cpu_linear: str = "torch"  # CPU matmul path of the linear layers: "onednn" or "torch" (kernels.cpu_linear)
 
     @property
     def stop_token_ids(self) -> frozenset[int]:
         return frozenset(self.family.stop_token_ids)
 
 
-def load_model(name: str | None = None, device: str | None = None, *, install_missing: bool = False) -> LoadedModel:
-    """Load an installed model (fp32 on CPU, fp16 on CUDA)."""
+def load_model(
+    name: str | None = None, device: str | None = None, *, install_missing: bool = False, cpu_linear: str | None = None
+) -> LoadedModel:
+    """Load an installed model (fp32 on CPU, fp16 on CUDA).
+
+    On CPU the linear layers run through oneDNN unless ``cpu_linear="torch"``
+    (or ``$LIVEFIM_CPU_LINEAR=torch``): about twice the decode speed here, see
+    ``kernels/cpu_linear.py``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from engine.install import install, require_installed
+    from kernels.cpu_linear import CPU_LINEAR_CHOICES, default_cpu_linear, use_onednn_linears
+
+    cpu_linear = cpu_linear or default_cpu_linear()
+    if cpu_linear not in CPU_LINEAR_CHOICES:
+        raise ValueError(f"cpu_linear must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {cpu_linear!r}")
 
     spec = load_registry().model(name)
     if install_missing:
@@ -60,8 +73,12 @@ def load_model(name: str | None = None, device: str | None = None, *, install_mi
     dtype = torch.float16 if target.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(installed.path, dtype=dtype)
     model.to(target).eval()
+    linear = "torch"
+    if target.type == "cpu" and cpu_linear == "onednn":
+        use_onednn_linears(model)
+        linear = "onednn"
     tokenizer = AutoTokenizer.from_pretrained(installed.path)
-    return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target)
+    return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target, cpu_linear=linear)
 
 
 TINY_MODEL_NAME = "tiny-random-qwen2"

@@ -33,13 +33,17 @@ def stdlib_code_tokens(tokenizer, count: int) -> list[int]:
 
 
 @torch.inference_mode()
-def bench_model(name: str, contexts: list[int], decode_tokens: int = 32, device: str | None = None, repeats: int = 1) -> dict:
-    loaded = load_model(name, device, install_missing=True)
+def bench_model(
+    name: str, contexts: list[int], decode_tokens: int = 32, device: str | None = None, repeats: int = 1,
+    cpu_linear: str | None = None, verify_tokens: int = 8,
+) -> dict:
+    """Prefill and decode speed, plus one ``verify_tokens``-token pass (what a speculative step costs)."""
+    loaded = load_model(name, device, install_missing=True, cpu_linear=cpu_linear)
     model = loaded.model
     results = []
     for context in contexts:
         ids = torch.tensor([stdlib_code_tokens(loaded.tokenizer, context)], device=loaded.device)
-        best_prefill, best_decode = float("inf"), float("inf")
+        best_prefill, best_decode, best_verify = float("inf"), float("inf"), float("inf")
         for _ in range(repeats):
             cache = DynamicCache(config=model.config)
             started = time.perf_counter()
@@ -51,19 +55,25 @@ def bench_model(name: str, contexts: list[int], decode_tokens: int = 32, device:
                 logits = model(input_ids=token, past_key_values=cache, use_cache=True).logits
                 token = logits[:, -1].argmax(-1, keepdim=True)
             decode_s = time.perf_counter() - started
+            started = time.perf_counter()
+            model(input_ids=ids[:, :verify_tokens], past_key_values=cache, use_cache=True, logits_to_keep=verify_tokens)
+            verify_s = time.perf_counter() - started
             best_prefill, best_decode = min(best_prefill, prefill_s), min(best_decode, decode_s)
+            best_verify = min(best_verify, verify_s)
         results.append({
             "context_tokens": context,
             "prefill_s": round(best_prefill, 2),
             "prefill_tokens_per_s": round(context / best_prefill, 1),
             "decode_ms_per_token": round(best_decode * 1000 / decode_tokens, 1),
+            f"pass_ms_{verify_tokens}_tokens": round(best_verify * 1000, 1),
         })
     found = installed(name)
     return {
         "bench": "model",
         "model": name,
         "device": str(loaded.device),
-        "dtype": str(next(model.parameters()).dtype),
+        "dtype": str(model.get_input_embeddings().weight.dtype),
+        "cpu_linear": loaded.cpu_linear,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "install_seconds": found.install_seconds if found else None,

@@ -149,7 +149,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from evals.bench_model import bench_model
 
     contexts = [int(c) for c in args.contexts.split(",")]
-    results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats) for name in args.models]
+    results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats, cpu_linear=linear)
+               for name in args.models for linear in args.cpu_linear.split(",")]
     print(json.dumps(results, indent=2))
     return 0
 
@@ -385,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--decode-tokens", type=int, default=32)
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
+    model_bench.add_argument("--cpu-linear", default="onednn", help="comma list of CPU matmul paths to compare: onednn, torch")
     model_bench.set_defaults(run=_cmd_bench)
     edit_bench = bench_sub.add_parser("edit", help="time to be ready after an edit: pie vs prefix vs recompute")
     edit_bench.add_argument("--model", default=None)

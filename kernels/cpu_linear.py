@@ -1,0 +1,75 @@
+"""Linear layers through oneDNN on CPU: the decode step's matmuls, about twice as fast.
+
+Why: a decode step multiplies a handful of rows by every weight matrix, and
+torch's default CPU path for that (MKL's sgemm) is slow on this machine's AMD
+EPYC: measured here, a 1536→8960 projection takes 3.6 ms for one row and 7.6 ms
+for two, while oneDNN takes 1.7 and 2.1. On the whole 1.5B at a 2k context one
+token's forward drops from 583 to 271 ms and an 8-token verification pass from
+1194 to 614 ms (``livefim bench model --cpu-linear torch,onednn`` measures it).
+Results differ from torch's only by summation order (logits within ~1e-4).
+
+The weights are converted once into oneDNN's blocked layout; inputs are
+converted per call (cheap next to the weights). A tied ``lm_head`` gets its own
+copy, so the input embedding stays a plain tensor.
+
+Example::
+
+    >>> layer = torch.nn.Linear(8, 4)
+    >>> fast = OneDnnLinear(layer)
+    >>> x = torch.randn(2, 3, 8)
+    >>> bool(torch.allclose(fast(x), layer(x), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+CPU_LINEAR_ENV = "LIVEFIM_CPU_LINEAR"
+CPU_LINEAR_CHOICES = ("onednn", "torch")
+
+
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available())
+
+
+def default_cpu_linear() -> str:
+    """``$LIVEFIM_CPU_LINEAR`` when set, else oneDNN where torch has it."""
+    chosen = os.environ.get(CPU_LINEAR_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in CPU_LINEAR_CHOICES:
+            raise ValueError(f"{CPU_LINEAR_ENV} must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {chosen!r}")
+        return chosen
+    return "onednn" if onednn_available() else "torch"
+
+
+class OneDnnLinear(torch.nn.Module):
+    """``nn.Linear`` (fp32, inference only) with its weight in oneDNN's layout."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float().contiguous()
+        self.packed_weight = weight.to_mkldnn()
+        self.packed_bias = None if linear.bias is None else linear.bias.detach().float().contiguous().to_mkldnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float().contiguous().to_mkldnn()
+        y = torch._C._nn.mkldnn_linear(rows, self.packed_weight, self.packed_bias).to_dense()
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.packed_bias is not None}"
+
+
+def use_onednn_linears(model: torch.nn.Module) -> int:
+    """Replace every fp32 ``nn.Linear`` of a CPU model by ``OneDnnLinear``; returns how many."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32:
+                setattr(parent, name, OneDnnLinear(child))
+                swapped += 1
+    return swapped
