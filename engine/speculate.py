@@ -1,0 +1,221 @@
+"""Draft proposers for speculative decoding: guesses the target model verifies in one pass.
+
+Why: on a CPU a decode step of the 1.5B costs about as much for eight tokens
+as for one (it is bound by reading the weights), so every drafted token the
+target agrees with is nearly free. Greedy output stays byte-identical to plain
+decoding because the target keeps the final word on every token
+(``engine.decode`` verifies); the proposers only decide how good the guesses
+are:
+
+* ``PromptLookup`` continues an n-gram the text already contains: code repeats
+  its own identifiers, argument lists and whole lines (prompt-lookup decoding,
+  CopySpec). No model, no cost.
+* ``DraftModel`` runs a smaller model of the same tokenizer (the 0.5B for the
+  1.5B) on its own KV cache, stopping early when its confidence drops
+  (SpecDec++'s threshold rule).
+* ``Combined`` takes a long enough lookup match when there is one and asks the
+  draft model otherwise.
+
+Example::
+
+    >>> lookup = PromptLookup([[5, 6, 7, 8, 9]], max_draft=3)
+    >>> lookup.begin([1, 5, 6])          # the text before the cursor ends in 5 6
+    >>> lookup.propose([], 8).tokens     # ... which the corpus continues with 7 8 9
+    (7, 8, 9)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from cache import kv
+
+
+SPECULATION_MODES: tuple[str, ...] = ("off", "lookup", "draft", "combined")
+
+
+@dataclass(frozen=True)
+class SpeculationSettings:
+    """How much to draft; defaults chosen with ``livefim bench decode`` (BENCHMARKS.md)."""
+
+    lookup_max_draft: int = 8
+    lookup_min_ngram: int = 2
+    draft_max: int = 6
+    draft_min_confidence: float = 0.4
+    combined_min_lookup: int = 3
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Drafted tokens and, for sampling, the draft's distribution at each ([n, V]); None: deterministic."""
+
+    tokens: tuple[int, ...] = ()
+    probs: torch.Tensor | None = None
+    source: str = ""
+
+
+class Proposer(Protocol):
+    """What the decode loop asks of a drafter.
+
+    ``begin`` once after the target's prefill with the token ids of the text
+    before the cursor (what the suggestion continues); then ``propose`` before
+    each verification with everything generated so far (the target's choices,
+    never rejected drafts) and the most tokens worth drafting.
+    """
+
+    name: str
+
+    def begin(self, history: Sequence[int]) -> None: ...
+
+    def propose(self, generated: Sequence[int], limit: int) -> Draft: ...
+
+
+class PromptLookup:
+    """Continue the longest recent n-gram match (``max_ngram`` down to ``min_ngram`` tokens).
+
+    The corpus is what the prompt holds (repository context, prefix, suffix)
+    plus, as it grows, the suggestion itself; a match's continuation is the
+    draft. Later occurrences win: the text nearest the cursor is the best guess.
+    """
+
+    name = "lookup"
+
+    max_candidates = 4  # occurrences of one n-gram tried, latest first
+
+    def __init__(self, corpus: Sequence[Sequence[int]], *, max_draft: int = 8, min_ngram: int = 2, max_ngram: int = 4) -> None:
+        assert 1 <= min_ngram <= max_ngram, (min_ngram, max_ngram)
+        self.max_draft, self.min_ngram, self.max_ngram = max_draft, min_ngram, max_ngram
+        self._text: list[int] = []
+        self._where: dict[tuple[int, ...], list[int]] = {}  # n-gram -> ends of its occurrences in _text, in order
+        self._segment_ends: list[int] = []
+        for piece in corpus:
+            self._extend(piece)
+            self._segment_ends.append(len(self._text))  # a continuation never runs across pieces
+        self._history: list[int] = []
+        self._generated_from = len(self._text)
+
+    def _extend(self, ids: Sequence[int]) -> None:
+        text, where = self._text, self._where
+        for token in ids:
+            text.append(token)
+            end = len(text)
+            for n in range(self.min_ngram, min(self.max_ngram, end) + 1):
+                where.setdefault(tuple(text[end - n : end]), []).append(end)
+
+    def begin(self, history: Sequence[int]) -> None:
+        self._history = list(history[-self.max_ngram :])
+        self._generated_from = len(self._text)
+
+    def propose(self, generated: Sequence[int], limit: int) -> Draft:
+        limit = min(limit, self.max_draft)
+        seen = len(self._text) - self._generated_from
+        if seen < len(generated):
+            self._extend(generated[seen:])  # the suggestion so far is corpus too
+        if limit <= 0:
+            return Draft(source=self.name)
+        key_source = (self._history + list(generated))[-self.max_ngram :]
+        for n in range(min(self.max_ngram, len(key_source)), self.min_ngram - 1, -1):
+            for end in reversed(self._where.get(tuple(key_source[-n:]), ())[-self.max_candidates :]):
+                stop = next((e for e in self._segment_ends if e >= end), len(self._text))
+                if stop > end:  # something follows this occurrence within its piece (not the key itself)
+                    return Draft(tuple(self._text[end : min(stop, end + limit)]), None, self.name)
+        return Draft(source=self.name)
+
+
+@dataclass
+class DraftModel:
+    """A smaller model drafting greedily (or sampling, when the request samples) on its own cache.
+
+    ``cache`` holds the prompt's rows except ``pending`` (ids still to feed,
+    typically ``<|fim_middle|>``). The rows after the prompt always describe a
+    prefix of what the target accepted: before drafting, rows past the longest
+    common prefix with ``generated`` are cropped (a rejection rolls back here).
+    Drafting stops at ``max_draft`` tokens or when the draft's probability of
+    its own choice falls below ``min_confidence`` (the first token is always
+    drafted: verifying one token costs about what a plain step does).
+    """
+
+    model: Any
+    cache: Any
+    pending: list[int]
+    max_draft: int = 6
+    min_confidence: float = 0.4
+    distribution: Callable[[torch.Tensor], torch.Tensor] | None = None  # sampling: logits -> probs
+    generator: torch.Generator | None = None
+    name: str = "draft"
+    fed: list[int] = field(default_factory=list)  # tokens after the prompt that have rows
+    forwards: int = 0
+
+    def __post_init__(self) -> None:
+        self._prompt_rows = kv.length(self.cache) + len(self.pending)
+
+    @property
+    def rows(self) -> int:
+        return kv.length(self.cache)
+
+    def begin(self, history: Sequence[int]) -> None:
+        return None
+
+    def propose(self, generated: Sequence[int], limit: int) -> Draft:
+        limit = min(limit, self.max_draft)
+        if limit <= 0 or not generated:
+            return Draft(source=self.name)
+        common = 0
+        for ours, theirs in zip(self.fed, generated):
+            if ours != theirs:
+                break
+            common += 1
+        if common < len(self.fed):  # roll back what the target rejected
+            kv.crop_to(self.cache, self._prompt_rows + common)
+            del self.fed[common:]
+        logits = self._feed(self.pending + list(generated[common:]))
+        self.pending = []
+        self.fed.extend(generated[common:])
+        tokens: list[int] = []
+        rows: list[torch.Tensor] = []
+        while True:
+            probs = torch.softmax(logits.float(), dim=-1) if self.distribution is None else self.distribution(logits)
+            if self.distribution is None:
+                token = int(torch.argmax(probs))
+            else:
+                token = int(torch.multinomial(probs, 1, generator=self.generator))
+            if tokens and float(probs[token]) < self.min_confidence:
+                break
+            tokens.append(token)
+            rows.append(probs)
+            if len(tokens) >= limit:
+                break
+            logits = self._feed([token])
+            self.fed.append(token)
+        return Draft(tuple(tokens), torch.stack(rows) if self.distribution is not None else None, self.name)
+
+    def _feed(self, ids: list[int]) -> torch.Tensor:
+        self.forwards += 1
+        return kv.encode(self.model, self.cache, ids).float().cpu()
+
+
+@dataclass
+class Combined:
+    """Prompt lookup when it has a match of at least ``min_lookup`` tokens, else the draft model.
+
+    The draft model still sees every accepted token (its cache follows
+    ``generated`` lazily), so switching between the two costs nothing.
+    """
+
+    lookup: PromptLookup
+    draft: DraftModel
+    min_lookup: int = 3
+    name: str = "combined"
+
+    def begin(self, history: Sequence[int]) -> None:
+        self.lookup.begin(history)
+        self.draft.begin(history)
+
+    def propose(self, generated: Sequence[int], limit: int) -> Draft:
+        found = self.lookup.propose(generated, limit)
+        if len(found.tokens) >= min(self.min_lookup, limit):
+            return found
+        return self.draft.propose(generated, limit)
