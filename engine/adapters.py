@@ -179,6 +179,8 @@ def completion_options_to_proto(options: CompletionOptions) -> pb.CompletionOpti
         message.cache_mode = options.cache_mode
     if options.retrieval is not None:
         message.retrieval = options.retrieval
+    if options.speculation is not None:
+        message.speculation = options.speculation
     return message
 
 
@@ -195,6 +197,7 @@ def completion_options_from_proto(message: pb.CompletionOptions) -> CompletionOp
         model=(message.model or None) if message.HasField("model") else defaults.model,
         cache_mode=(message.cache_mode or None) if message.HasField("cache_mode") else defaults.cache_mode,
         retrieval=message.retrieval if message.HasField("retrieval") else defaults.retrieval,
+        speculation=(message.speculation or None) if message.HasField("speculation") else defaults.speculation,
     )
 
 
@@ -230,6 +233,9 @@ def timings_to_proto(timings: Timings) -> pb.Timings:
         encoded_tokens=timings.encoded_tokens,
         retrieval_ms=timings.retrieval_ms,
         context_chunks=timings.context_chunks,
+        target_passes=timings.target_passes,
+        drafted_tokens=timings.drafted_tokens,
+        accepted_tokens=timings.accepted_tokens,
     )
 
 
@@ -243,6 +249,9 @@ def timings_from_proto(message: pb.Timings) -> Timings:
         encoded_tokens=message.encoded_tokens,
         retrieval_ms=message.retrieval_ms,
         context_chunks=message.context_chunks,
+        target_passes=message.target_passes,
+        drafted_tokens=message.drafted_tokens,
+        accepted_tokens=message.accepted_tokens,
     )
 
 
@@ -257,6 +266,7 @@ def completion_chunk_to_proto(chunk: CompletionChunk) -> pb.CompleteResponse:
         scope=scope_to_proto(chunk.scope),
         model=chunk.model,
         cache_mode=chunk.cache_mode,
+        speculation=chunk.speculation,
     )
 
 
@@ -271,4 +281,5 @@ def completion_chunk_from_proto(message: pb.CompleteResponse) -> CompletionChunk
         scope=scope_from_proto(message.scope),
         model=message.model,
         cache_mode=message.cache_mode,
+        speculation=message.speculation,
     )

@@ -20,15 +20,18 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+import torch
+
 from cache import kv
 from cache.session import CACHE_MODES, DocumentSession, ModelHandle, SessionPolicy, SessionStore
 from cache.tokens import CharEdit
-from engine.decode import decode
+from engine.decode import decode, token_distribution
 from engine.documents import Document, DocumentStore, line_starts, offset_of
 from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
 from engine.prompt import PromptBudget, build_fim_prompt, context_header_ids, count_text_tokens, encode_segments, repo_format
 from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
+from engine.speculate import SPECULATION_MODES, Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
 from engine.types import (
     CompletionChunk,
@@ -43,6 +46,7 @@ from engine.types import (
 log = logging.getLogger(__name__)
 
 MAX_TOKENS_LIMIT = 1024
+LOOKUP_CHARS = 8000  # text on each side of the cursor that prompt lookup searches
 MAINTENANCE_INTERVAL_S = 0.2
 
 
@@ -56,9 +60,23 @@ class CompletionEngine:
         policy: SessionPolicy | None = None,
         background: bool = True,
         repo_context: RepoContext | None = None,
+        draft_model: LoadedModel | Callable[[], LoadedModel] | None = None,
+        speculation: str = "off",
+        speculation_settings: SpeculationSettings = SpeculationSettings(),
     ) -> None:
+        if speculation not in SPECULATION_MODES:
+            raise InvalidInput(f"speculation must be one of {', '.join(SPECULATION_MODES)}, got {speculation!r}")
+        if speculation in ("draft", "combined") and draft_model is None:
+            raise InvalidInput(f"speculation {speculation!r} needs a draft model")
         self._model = model if isinstance(model, LoadedModel) else None
         self._model_factory = None if isinstance(model, LoadedModel) else model
+        self._draft = draft_model if isinstance(draft_model, LoadedModel) else None
+        self._draft_factory = None if isinstance(draft_model, LoadedModel) else draft_model
+        self.speculation = speculation
+        self.speculation_settings = speculation_settings
+        self.draft_sessions = SessionStore(policy or SessionPolicy())  # the draft model's rows, kept in step
+        self._draft_handle: ModelHandle | None = None
+        self._last_suggestion: dict[str, list[int]] = {}  # uri -> tokens of the last suggestion (a lookup source)
         self.documents = store or DocumentStore()
         self.budget = budget or PromptBudget()
         self.policy = policy or SessionPolicy()
@@ -89,22 +107,44 @@ class CompletionEngine:
         return self._model
 
     @property
+    def has_draft_model(self) -> bool:
+        return self._draft is not None or self._draft_factory is not None
+
+    @property
+    def draft_model(self) -> LoadedModel:
+        """The drafting model (loaded on first use); it must share the target's tokenizer."""
+        if self._draft is None:
+            if self._draft_factory is None:
+                raise InvalidInput("this engine has no draft model (start it with --draft-model)")
+            with self._load_lock:
+                if self._draft is None:
+                    try:
+                        draft = self._draft_factory()
+                    except Exception as error:
+                        raise ModelUnavailable(f"draft model could not be loaded: {error}") from error
+                    if draft.tokenizer.get_vocab() != self.model.tokenizer.get_vocab():
+                        raise ModelUnavailable(f"{draft.name} cannot draft for {self.model.name}: their tokenizers differ")
+                    self._draft = draft
+        return self._draft
+
+    @property
     def handle(self) -> ModelHandle:
         if self._handle is None:
-            loaded = self.model
-            tokenizer, family = loaded.tokenizer, loaded.family
-            self._handle = ModelHandle(
-                model=loaded.model,
-                tokenizer=tokenizer,
-                rope=kv.rope_spec(loaded.model),
-                fim_suffix_id=tokenizer.convert_tokens_to_ids(family.fim_suffix_token),
-                fim_middle_id=tokenizer.convert_tokens_to_ids(family.fim_middle_token),
-            )
+            self._handle = _handle_of(self.model)
         return self._handle
 
+    @property
+    def draft_handle(self) -> ModelHandle:
+        if self._draft_handle is None:
+            self._draft_handle = _handle_of(self.draft_model)
+        return self._draft_handle
+
     def warm_up(self) -> None:
-        """Load the model now rather than on the first completion; then encode open documents."""
+        """Load the model (and the draft model, when speculation uses it) now rather than on the
+        first completion; then encode open documents."""
         _ = self.handle
+        if self.speculation in ("draft", "combined"):
+            _ = self.draft_handle
         self._nudge_worker()
 
     def close(self) -> None:
@@ -123,9 +163,11 @@ class CompletionEngine:
     def edit_document(self, uri: str, version: int, edits: list[TextEdit]) -> DocumentState:
         def forward_to_session(document: Document, offsets: list[tuple[int, int, str]]) -> None:
             # runs under the document store's lock: sessions see batches in order
-            session = self.sessions.get(uri, touch=False)
-            if session is not None:
-                session.queue_edits([CharEdit(start, end, text) for start, end, text in offsets])
+            char_edits = [CharEdit(start, end, text) for start, end, text in offsets]
+            for store in (self.sessions, self.draft_sessions):
+                session = store.get(uri, touch=False)
+                if session is not None:
+                    session.queue_edits(char_edits)
             if self.repo_context is not None:
                 self.repo_context.note_text(uri, document.text)  # re-indexed lazily, before the next retrieval
 
@@ -136,6 +178,8 @@ class CompletionEngine:
     def close_document(self, uri: str) -> None:
         self.documents.close(uri)
         self.sessions.pop(uri)
+        self.draft_sessions.pop(uri)
+        self._last_suggestion.pop(uri, None)
         if self.repo_context is not None:
             self.repo_context.note_text(uri, None)  # the file on disk is the truth again
 
@@ -160,6 +204,7 @@ class CompletionEngine:
         _validate_options(request.options)
         mode = request.options.cache_mode or self.policy.mode
         use_context = self._context_wanted(request.options)
+        speculation = self._speculation_for(request.options)
         path = self._prompt_path(request.uri)
         with self._request(request.request_id) as cancelled, self._model_for_request():
             prepare_started = time.perf_counter()
@@ -168,7 +213,7 @@ class CompletionEngine:
                 # too long for a whole-document session: a windowed prompt, encoded afresh
                 choice = self._choose_context(request.uri, prefix, suffix, None) if use_context else None
                 yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled,
-                                                 budget=self.budget, mode="window", repo=choice)
+                                                 budget=self.budget, mode="window", repo=choice, uri=request.uri)
                 return
             text = session.tokens.text  # the text the session's cache describes now
             cursor = offset_of(text, line_starts(text), request.position)
@@ -178,7 +223,7 @@ class CompletionEngine:
             if mode == "recompute":
                 # the reference: the same whole-document prompt, encoded from scratch
                 yield from self._complete_locked(prefix, suffix, path, request.request_id, request.options, cancelled,
-                                                 budget=None, mode=mode, repo=choice)
+                                                 budget=None, mode=mode, repo=choice, uri=request.uri)
                 return
             if choice is not None and choice.should_replace(session.context_keys):
                 session.replace_header(self._header_ids(path, choice), mode)
@@ -189,13 +234,21 @@ class CompletionEngine:
             fork, remaining = session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window,
                                                anchor=self.policy.fim_anchor)
             encoded = kv.length(fork)  # rows now cached for this prompt
+            draft_state = None
+            if speculation in ("draft", "combined"):
+                draft_session = self._draft_session_for(request.uri, session)
+                if draft_session is not None:
+                    draft_state = draft_session.fim_fork(cursor, mode, self.policy.cursor_refresh_window, self.policy.suffix_window,
+                                                         anchor=self.policy.fim_anchor)
             prepare_ms = (time.perf_counter() - prepare_started) * 1000
             yield from self._complete_locked(
                 prefix, suffix, path, request.request_id, request.options, cancelled,
                 prompt_ids=remaining, cache=fork, mode=mode, prepare_ms=prepare_ms, prompt_tokens=encoded + len(remaining),
-                repo=choice, context_chunks=len(session.context_keys or ()),
+                repo=choice, context_chunks=len(session.context_keys or ()), uri=request.uri,
+                context_ids=session.header_ids, draft_state=draft_state, speculation=speculation,
             )
             self.sessions.enforce_budget(keep=request.uri)
+            self.draft_sessions.enforce_budget(keep=request.uri)
 
     def complete_text(
         self,
@@ -211,12 +264,13 @@ class CompletionEngine:
 
         With ``uri`` inside the engine's repository, repository context goes in front."""
         _validate_options(options)
+        self._speculation_for(options)
         if uri is not None:
             path = path or self._prompt_path(uri)
         with self._request(request_id) as cancelled, self._model_for_request():
             choice = self._choose_context(uri, prefix, suffix, None) if uri is not None and self._context_wanted(options) else None
             yield from self._complete_locked(prefix, suffix, path, request_id, options, cancelled, budget=self.budget,
-                                             mode="recompute", repo=choice)
+                                             mode="recompute", repo=choice, uri=uri)
 
     # -- internals ---------------------------------------------------------
     @contextlib.contextmanager
@@ -297,6 +351,59 @@ class CompletionEngine:
         session.sync(self.policy)
         return session
 
+    def _draft_session_for(self, uri: str, target: DocumentSession) -> DocumentSession | None:
+        """The draft model's twin of ``target`` (same text and header), or None when they disagree.
+
+        Both receive the same edits; an edit landing between the two syncs
+        leaves them apart for this request, and the draft then sits it out.
+        """
+        session = self.draft_sessions.get(uri)
+        if session is None:
+            with self.documents.locked():
+                session = DocumentSession(self.draft_handle, self.documents.get_unlocked(uri).text, target.header_ids)
+                self.draft_sessions.put(uri, session)
+        session.sync(self.policy)
+        if session.header_ids != target.header_ids:
+            session.replace_header(target.header_ids, self.policy.mode)
+        session.context_keys = target.context_keys
+        return session if session.tokens.text == target.tokens.text else None
+
+    def _speculation_for(self, options: CompletionOptions) -> str:
+        speculation = options.speculation or self.speculation
+        if speculation in ("draft", "combined") and not self.has_draft_model:
+            raise InvalidInput(f"speculation {speculation!r} needs a draft model; this engine has none (--draft-model)")
+        return speculation
+
+    def _proposer(
+        self, speculation: str, options: CompletionOptions, prefix: str, suffix: str, context_ids: list[int],
+        uri: str | None, draft_state: tuple[Any, list[int]] | None,
+    ) -> tuple[Proposer | None, list[int]]:
+        """The request's drafter and the token ids of the text before the cursor (what lookup matches on).
+
+        Lookup searches the repository context, the text around the cursor and
+        the document's last suggestion; the draft model continues from
+        ``draft_state`` (its cache and the ids still to feed).
+        """
+        if speculation == "off":
+            return None, []
+        settings, tokenizer = self.speculation_settings, self.model.tokenizer
+        history = tokenizer(prefix[-LOOKUP_CHARS:], add_special_tokens=False).input_ids
+        corpus = [context_ids, history, tokenizer(suffix[:LOOKUP_CHARS], add_special_tokens=False).input_ids]
+        corpus.append(self._last_suggestion.get(uri, []) if uri is not None else [])
+        lookup = PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram)
+        if speculation == "lookup" or draft_state is None:
+            return lookup, history
+        distribution = None
+        generator = None
+        if options.temperature > 0:
+            distribution = lambda logits: token_distribution(logits, options)  # noqa: E731
+            generator = torch.Generator().manual_seed((options.seed or 0) + 1)
+        draft = DraftModel(self.draft_model.model, draft_state[0], list(draft_state[1]), max_draft=settings.draft_max,
+                           min_confidence=settings.draft_min_confidence, distribution=distribution, generator=generator)
+        if speculation == "draft":
+            return draft, history
+        return Combined(lookup, draft, min_lookup=settings.combined_min_lookup), history
+
     def _complete_locked(
         self,
         prefix: str,
@@ -314,19 +421,36 @@ class CompletionEngine:
         prompt_tokens: int | None = None,
         repo: ContextChoice | None = None,
         context_chunks: int | None = None,
+        uri: str | None = None,
+        context_ids: list[int] | None = None,
+        draft_state: tuple[Any, list[int]] | None = None,
+        speculation: str | None = None,
     ) -> Iterator[CompletionChunk]:
+        """Decode one completion; without ``prompt_ids`` the prompt is built (and encoded) here.
+
+        ``draft_state``: the draft model's cache and pending ids for this prompt
+        (a session fork); without it a draft model encodes the prompt itself."""
         loaded = self.model
         if options.model and options.model != loaded.name:
             raise InvalidInput(f"this engine serves {loaded.name!r}, not {options.model!r}")
         started = time.perf_counter() - prepare_ms / 1000
         context = CompletionContext(prefix=prefix, suffix=suffix, scope=decide_scope(prefix, suffix, options.scope), max_lines=options.max_lines)
         if prompt_ids is None:
-            prompt_ids = build_fim_prompt(loaded.tokenizer, loaded.family, prefix, suffix, path=path, budget=budget).token_ids
-            if repo is not None:
-                prompt_ids = encode_segments(loaded.tokenizer, repo.segments) + prompt_ids
+            prompt = build_fim_prompt(loaded.tokenizer, loaded.family, prefix, suffix, path=path, budget=budget)
+            prompt_ids = prompt.token_ids
+            prefix, suffix = prompt.prefix, prompt.suffix  # what the prompt holds after the budget cut
+            context_ids = encode_segments(loaded.tokenizer, repo.segments) if repo is not None else []
+            prompt_ids = context_ids + prompt_ids
             context_chunks = len(repo.included) if repo is not None else 0
+        speculation = speculation or self._speculation_for(options)
+        if speculation in ("draft", "combined") and draft_state is None:
+            if cache is None:  # a prompt encoded from scratch: the draft model encodes it too
+                draft_state = (kv.new_cache(self.draft_model.model.config), list(prompt_ids))
+            else:  # a session fork without a draft twin: the draft sits this one out
+                speculation = "lookup" if speculation == "combined" else "off"
+        proposer, history = self._proposer(speculation, options, prefix, suffix, context_ids or [], uri, draft_state)
         total_prompt = prompt_tokens if prompt_tokens is not None else len(prompt_ids)
-        for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache):
+        for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache, proposer=proposer, history=history):
             timings = Timings(
                 prompt_tokens=total_prompt,
                 prefill_ms=step.prefill_ms,
@@ -336,17 +460,24 @@ class CompletionEngine:
                 encoded_tokens=len(prompt_ids),
                 retrieval_ms=repo.elapsed_ms if repo is not None else 0.0,
                 context_chunks=context_chunks or 0,
+                target_passes=step.target_forwards + 1,
+                drafted_tokens=step.drafted_tokens,
+                accepted_tokens=step.accepted_tokens,
             )
+            done = step.finish_reason is not FinishReason.NONE
+            if done and uri is not None and step.token_ids:
+                self._last_suggestion[uri] = list(step.token_ids)
             yield CompletionChunk(
                 request_id=request_id,
                 text=step.text,
-                done=step.finish_reason is not FinishReason.NONE,
+                done=done,
                 finish_reason=step.finish_reason,
                 generated_tokens=step.generated_tokens,
                 timings=timings,
                 scope=context.scope,
                 model=loaded.name,
                 cache_mode=mode,
+                speculation=speculation,
             )
 
     # -- background maintenance -------------------------------------------
@@ -374,6 +505,21 @@ class CompletionEngine:
             if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
                 return lambda: session.ensure_encoded(policy.refresh_chunk)
         for _, session in items:
+            if session.refresh_due(policy):
+                return lambda: session.refresh(policy.refresh_chunk)
+        # the draft model's twins: same chores, after the target's
+        drafts = self.draft_sessions.items() if self._draft is not None else []
+        for _, session in drafts:
+            if session.has_queued_edits:
+                return lambda: session.sync(policy)
+        if self.speculation in ("draft", "combined") and self._draft is not None:
+            for uri, target in items:
+                if self.draft_sessions.get(uri, touch=False) is None and not target.has_queued_edits:
+                    return lambda: self._draft_session_for(uri, target)
+        for _, session in drafts:
+            if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
+                return lambda: session.ensure_encoded(policy.refresh_chunk)
+        for _, session in drafts:
             if session.refresh_due(policy):
                 return lambda: session.refresh(policy.refresh_chunk)
         return None
@@ -405,6 +551,17 @@ class CompletionEngine:
                 time.sleep(0)  # let a waiting completion take the lock
 
 
+def _handle_of(loaded: LoadedModel) -> ModelHandle:
+    tokenizer, family = loaded.tokenizer, loaded.family
+    return ModelHandle(
+        model=loaded.model,
+        tokenizer=tokenizer,
+        rope=kv.rope_spec(loaded.model),
+        fim_suffix_id=tokenizer.convert_tokens_to_ids(family.fim_suffix_token),
+        fim_middle_id=tokenizer.convert_tokens_to_ids(family.fim_middle_token),
+    )
+
+
 def _validate_options(options: CompletionOptions) -> None:
     if not 1 <= options.max_tokens <= MAX_TOKENS_LIMIT:
         raise InvalidInput(f"max_tokens must be in 1..{MAX_TOKENS_LIMIT}, got {options.max_tokens}")
@@ -414,6 +571,8 @@ def _validate_options(options: CompletionOptions) -> None:
         raise InvalidInput(f"top_p must be in (0, 1], got {options.top_p}")
     if options.max_lines < 1:
         raise InvalidInput(f"max_lines must be >= 1, got {options.max_lines}")
+    if options.speculation is not None and options.speculation not in SPECULATION_MODES:
+        raise InvalidInput(f"speculation must be one of {', '.join(SPECULATION_MODES)}, got {options.speculation!r}")
     if options.cache_mode is not None and options.cache_mode not in CACHE_MODES:
         raise InvalidInput(f"cache_mode must be one of {', '.join(CACHE_MODES)}, got {options.cache_mode!r}")
 

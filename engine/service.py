@@ -173,18 +173,22 @@ def serve(
     device: str | None = None,
     policy: SessionPolicy | None = None,
     repo_context: "RepoContext | None" = None,
+    draft_model: str | None = None,
+    speculation: str = "off",
 ) -> None:
     """``livefim serve``: load and warm the model, serve until SIGINT/SIGTERM, then stop gracefully."""
     from engine.runtime import load_model
 
-    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True), policy=policy, repo_context=repo_context)
+    draft = (lambda: load_model(draft_model, device, install_missing=True)) if draft_model else None
+    engine = CompletionEngine(lambda: load_model(model, device, install_missing=True), policy=policy, repo_context=repo_context,
+                              draft_model=draft, speculation=speculation)
     engine.warm_up()
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     running = start_server(engine, f"{bind_host}:{port}")
     loaded = engine.model
     print(
         f"livefim engine serving {SERVICE_NAME} on {running.address} "
-        f"(model {loaded.name} on {loaded.device}, cache mode {engine.policy.mode})",
+        f"(model {loaded.name} on {loaded.device}, cache mode {engine.policy.mode}, speculation {engine.speculation})",
         file=sys.stderr,
         flush=True,
     )

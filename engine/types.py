@@ -50,6 +50,7 @@ class CompletionOptions:
     model: str | None = None  # None: the engine's model
     cache_mode: str | None = None  # "recompute" | "prefix" | "pie"; None: the engine's default
     retrieval: bool | None = None  # repository context; None: on when the engine has a repository
+    speculation: str | None = None  # "off" | "lookup" | "draft" | "combined"; None: the engine's default
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class Timings:
     encoded_tokens: int = 0  # prompt tokens actually run through the model
     retrieval_ms: float = 0.0  # choosing repository context (0: none asked)
     context_chunks: int = 0  # repository chunks in front of the document
+    target_passes: int = 0  # decode passes of the model after the prompt (plain decoding: one per token)
+    drafted_tokens: int = 0  # speculation: tokens proposed
+    accepted_tokens: int = 0  # speculation: proposed tokens the model agreed with
 
 
 class FinishReason(str, Enum):
@@ -97,6 +101,7 @@ class CompletionChunk:
     scope: Scope = Scope.AUTO
     model: str = ""
     cache_mode: str = ""
+    speculation: str = ""  # the proposer used: "off", "lookup", "draft" or "combined"
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,22 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # before torch loads anywhere
 
+DEFAULT_SPECULATION = "off"  # set from BENCHMARKS.md, bench decode
+
+
+def _speculation_args_ok(args: argparse.Namespace, command: str) -> bool:
+    if args.speculation in ("draft", "combined") and not args.draft_model:
+        print(f"{command}: --speculation {args.speculation} needs --draft-model (e.g. qwen2.5-coder-0.5b)", file=sys.stderr)
+        return False
+    return True
+
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cache.session import SessionPolicy
     from engine.service import serve
 
+    if not _speculation_args_ok(args, "livefim serve"):
+        return 2
     policy = SessionPolicy(
         mode=args.cache_mode, stale_budget=args.stale_budget, refresh_window=args.refresh_window,
         cursor_refresh_window=args.cursor_window, fim_anchor=args.fim_anchor,
@@ -27,7 +38,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens)
     if args.repo and repo_context is None:
         return 2
-    serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context)
+    serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context,
+          draft_model=args.draft_model, speculation=args.speculation)
     return 0
 
 
@@ -61,6 +73,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     from engine.runtime import load_model
     from engine.types import CompletionOptions, Position, Scope
 
+    if not _speculation_args_ok(args, "livefim complete"):
+        return 2
     path = Path(args.file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -70,8 +84,13 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     repo_context = _open_repo(args.repo, "livefim complete")
     if args.repo and repo_context is None:
         return 2
-    engine = CompletionEngine(lambda: load_model(args.model, args.device, install_missing=True),
-                              repo_context=repo_context)
+    draft = (lambda: load_model(args.draft_model, args.device, install_missing=True)) if args.draft_model else None
+    try:
+        engine = CompletionEngine(lambda: load_model(args.model, args.device, install_missing=True),
+                                  repo_context=repo_context, draft_model=draft, speculation=args.speculation)
+    except EngineError as error:
+        print(f"livefim complete: {error}", file=sys.stderr)
+        return 2
     uri = path.resolve().as_uri()
     options = CompletionOptions(
         max_tokens=args.max_tokens, temperature=args.temperature, scope=Scope(args.scope), seed=args.seed,
@@ -102,6 +121,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
                 "retrieval_ms": round(final.timings.retrieval_ms, 1),
             },
             "context_chunks": final.timings.context_chunks,
+            "speculation": {"mode": final.speculation, "target_passes": final.timings.target_passes,
+                            "drafted_tokens": final.timings.drafted_tokens, "accepted_tokens": final.timings.accepted_tokens},
         }, indent=2))
     else:
         print(final.text)
@@ -152,6 +173,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats, cpu_linear=linear)
                for name in args.models for linear in args.cpu_linear.split(",")]
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_bench_decode(args: argparse.Namespace) -> int:
+    from evals.bench_decode import KINDS, SpeculationSettings, bench_decode
+
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        print(f"livefim bench decode: unknown kind {unknown[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    settings = SpeculationSettings(lookup_max_draft=args.lookup_max, draft_max=args.draft_max,
+                                   draft_min_confidence=args.draft_confidence)
+
+    def show(record: dict) -> None:
+        print(json.dumps(record), file=sys.stderr, flush=True)
+
+    report = bench_decode(args.model, args.draft_model, kinds=kinds, per_kind=args.per_kind, seed=args.seed,
+                          arms=tuple(args.arms.split(",")), device=args.device, settings=settings, progress=show)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -298,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep <|fim_suffix|> in each session at the cursor, following the typing (pie)")
     serve.add_argument("--idle-refresh", type=float, default=2.0, help="seconds idle before stale rows are refreshed")
     serve.add_argument("--kv-memory-mb", type=int, default=4096, help="KV memory for all open documents (LRU beyond)")
+    serve.add_argument("--speculation", choices=["off", "lookup", "draft", "combined"], default=DEFAULT_SPECULATION,
+                       help="speculative decoding: drafts from prompt lookup, a draft model, or both (output unchanged)")
+    serve.add_argument("--draft-model", default=None, help="registry name of the drafting model (same tokenizer), e.g. qwen2.5-coder-0.5b")
     serve.add_argument("--repo", default=None, help="repository whose code gives cross-file context (indexed at start)")
     serve.add_argument("--context-tokens", type=int, default=1024,
                        help="token budget of repository context in front of a document (BENCHMARKS.md: why 1024)")
@@ -319,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--seed", type=int, default=None)
     complete.add_argument("--scope", choices=["auto", "line", "block"], default="auto")
     complete.add_argument("--json", action="store_true", help="print text, tokens and timings as JSON")
+    complete.add_argument("--speculation", choices=["off", "lookup", "draft", "combined"], default=DEFAULT_SPECULATION,
+                       help="speculative decoding: drafts from prompt lookup, a draft model, or both (output unchanged)")
+    complete.add_argument("--draft-model", default=None, help="registry name of the drafting model (same tokenizer), e.g. qwen2.5-coder-0.5b")
     complete.add_argument("--repo", default=None, help="repository for cross-file context (default: none)")
     complete.set_defaults(run=_cmd_complete)
 
@@ -388,6 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--device", default=None)
     model_bench.add_argument("--cpu-linear", default="onednn", help="comma list of CPU matmul paths to compare: onednn, torch")
     model_bench.set_defaults(run=_cmd_bench)
+    decode_bench = bench_sub.add_parser("decode", help="plain vs speculative decoding (lookup, draft model, both): tokens/s")
+    decode_bench.add_argument("--model", default="qwen2.5-coder-1.5b")
+    decode_bench.add_argument("--draft-model", default="qwen2.5-coder-0.5b")
+    decode_bench.add_argument("--kinds", default="humaneval-line,humaneval-block,repo-line,repo-block")
+    decode_bench.add_argument("--per-kind", type=int, default=5, help="tasks of each kind (seeded)")
+    decode_bench.add_argument("--seed", type=int, default=0)
+    decode_bench.add_argument("--arms", default="plain,lookup,draft,combined")
+    decode_bench.add_argument("--lookup-max", type=int, default=8, help="most tokens a prompt-lookup draft holds")
+    decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
+    decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
+                              help="the draft model stops drafting below this probability of its own token")
+    decode_bench.add_argument("--device", default=None)
+    decode_bench.set_defaults(run=_cmd_bench_decode)
     edit_bench = bench_sub.add_parser("edit", help="time to be ready after an edit: pie vs prefix vs recompute")
     edit_bench.add_argument("--model", default=None)
     edit_bench.add_argument("--sizes", default="1024,2048,4096,8192", help="document sizes in tokens")

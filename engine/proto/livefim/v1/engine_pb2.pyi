@@ -104,7 +104,7 @@ class CloseDocumentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CompletionOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode", "retrieval")
+    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode", "retrieval", "speculation")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class CompletionOptions(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -123,7 +124,8 @@ class CompletionOptions(_message.Message):
     model: str
     cache_mode: str
     retrieval: bool
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., retrieval: _Optional[bool] = ...) -> None: ...
+    speculation: str
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., retrieval: _Optional[bool] = ..., speculation: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("request_id", "uri", "position", "version", "options")
@@ -140,7 +142,7 @@ class CompleteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., uri: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., version: _Optional[int] = ..., options: _Optional[_Union[CompletionOptions, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms", "prepare_ms", "encoded_tokens", "retrieval_ms", "context_chunks")
+    __slots__ = ("prompt_tokens", "prefill_ms", "decode_ms", "total_ms", "prepare_ms", "encoded_tokens", "retrieval_ms", "context_chunks", "target_passes", "drafted_tokens", "accepted_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +151,9 @@ class Timings(_message.Message):
     ENCODED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_MS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PASSES_FIELD_NUMBER: _ClassVar[int]
+    DRAFTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     prefill_ms: float
     decode_ms: float
@@ -157,10 +162,13 @@ class Timings(_message.Message):
     encoded_tokens: int
     retrieval_ms: float
     context_chunks: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ..., retrieval_ms: _Optional[float] = ..., context_chunks: _Optional[int] = ...) -> None: ...
+    target_passes: int
+    drafted_tokens: int
+    accepted_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ..., retrieval_ms: _Optional[float] = ..., context_chunks: _Optional[int] = ..., target_passes: _Optional[int] = ..., drafted_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode")
+    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode", "speculation")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +178,7 @@ class CompleteResponse(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
+    SPECULATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     done: bool
@@ -179,7 +188,8 @@ class CompleteResponse(_message.Message):
     scope: Scope
     model: str
     cache_mode: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ...) -> None: ...
+    speculation: str
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., speculation: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("request_id",)
