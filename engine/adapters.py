@@ -181,6 +181,8 @@ def completion_options_to_proto(options: CompletionOptions) -> pb.CompletionOpti
         message.retrieval = options.retrieval
     if options.speculation is not None:
         message.speculation = options.speculation
+    if options.suggestions != 1:
+        message.suggestions = options.suggestions
     return message
 
 
@@ -198,6 +200,7 @@ def completion_options_from_proto(message: pb.CompletionOptions) -> CompletionOp
         cache_mode=(message.cache_mode or None) if message.HasField("cache_mode") else defaults.cache_mode,
         retrieval=message.retrieval if message.HasField("retrieval") else defaults.retrieval,
         speculation=(message.speculation or None) if message.HasField("speculation") else defaults.speculation,
+        suggestions=message.suggestions if message.HasField("suggestions") else defaults.suggestions,
     )
 
 
@@ -267,6 +270,7 @@ def completion_chunk_to_proto(chunk: CompletionChunk) -> pb.CompleteResponse:
         model=chunk.model,
         cache_mode=chunk.cache_mode,
         speculation=chunk.speculation,
+        alternatives=list(chunk.alternatives),
     )
 
 
@@ -282,4 +286,5 @@ def completion_chunk_from_proto(message: pb.CompleteResponse) -> CompletionChunk
         model=message.model,
         cache_mode=message.cache_mode,
         speculation=message.speculation,
+        alternatives=tuple(message.alternatives),
     )

@@ -33,6 +33,7 @@ from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
 from engine.speculate import SPECULATION_MODES, Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
+from engine.superpose import NgramModel, superposed_decode
 from engine.types import (
     CompletionChunk,
     CompletionOptions,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOKENS_LIMIT = 1024
 LOOKUP_CHARS = 8000  # text on each side of the cursor that prompt lookup searches
+MAX_SUGGESTIONS = 8
+SUPERPOSED_NGRAM_WEIGHT = 0.3  # BENCHMARKS.md, bench suggestions
 MAINTENANCE_INTERVAL_S = 0.2
 
 
@@ -448,8 +451,12 @@ class CompletionEngine:
                 draft_state = (kv.new_cache(self.draft_model.model.config), list(prompt_ids))
             else:  # a session fork without a draft twin: the draft sits this one out
                 speculation = "lookup" if speculation == "combined" else "off"
-        proposer, history = self._proposer(speculation, options, prefix, suffix, context_ids or [], uri, draft_state)
         total_prompt = prompt_tokens if prompt_tokens is not None else len(prompt_ids)
+        if options.suggestions > 1:
+            yield self._alternatives_locked(prompt_ids, context, options, cache, context_ids or [], prefix, suffix,
+                                            request_id, mode, started, prepare_ms, total_prompt, repo, context_chunks, cancelled)
+            return
+        proposer, history = self._proposer(speculation, options, prefix, suffix, context_ids or [], uri, draft_state)
         for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache, proposer=proposer, history=history):
             timings = Timings(
                 prompt_tokens=total_prompt,
@@ -479,6 +486,36 @@ class CompletionEngine:
                 cache_mode=mode,
                 speculation=speculation,
             )
+
+    def _alternatives_locked(
+        self, prompt_ids: list[int], context: CompletionContext, options: CompletionOptions, cache: Any,
+        context_ids: list[int], prefix: str, suffix: str, request_id: str, mode: str, started: float,
+        prepare_ms: float, total_prompt: int, repo: ContextChoice | None, context_chunks: int | None,
+        cancelled: threading.Event,
+    ) -> CompletionChunk:
+        """k suggestions by superposed decoding, as one final chunk (``text`` best, then ``alternatives``).
+
+        The n-gram filter learns from the repository context and the text around the cursor."""
+        loaded = self.model
+        tokenizer = loaded.tokenizer
+        corpus = [context_ids, tokenizer(prefix[-LOOKUP_CHARS:], add_special_tokens=False).input_ids,
+                  tokenizer(suffix[:LOOKUP_CHARS], add_special_tokens=False).input_ids]
+        result = superposed_decode(loaded, prompt_ids, context, options.suggestions, options.max_tokens, cache=cache,
+                                   ngrams=NgramModel(corpus), ngram_weight=SUPERPOSED_NGRAM_WEIGHT, cancelled=cancelled)
+        texts = [s.text for s in result.suggestions] or [""]
+        best = result.suggestions[0] if result.suggestions else None
+        timings = Timings(
+            prompt_tokens=total_prompt, prefill_ms=result.prefill_ms, decode_ms=result.decode_ms,
+            total_ms=(time.perf_counter() - started) * 1000, prepare_ms=prepare_ms, encoded_tokens=len(prompt_ids),
+            retrieval_ms=repo.elapsed_ms if repo is not None else 0.0, context_chunks=context_chunks or 0,
+            target_passes=result.passes + 1,
+        )
+        return CompletionChunk(
+            request_id=request_id, text=texts[0], done=True,
+            finish_reason=FinishReason.CANCELLED if cancelled.is_set() else best.finish_reason if best is not None else FinishReason.MAX_TOKENS,
+            generated_tokens=len(best.token_ids) if best is not None else 0, timings=timings, scope=context.scope,
+            model=loaded.name, cache_mode=mode, speculation="off", alternatives=tuple(texts[1:]),
+        )
 
     # -- background maintenance -------------------------------------------
     def _nudge_worker(self) -> None:
@@ -571,6 +608,8 @@ def _validate_options(options: CompletionOptions) -> None:
         raise InvalidInput(f"top_p must be in (0, 1], got {options.top_p}")
     if options.max_lines < 1:
         raise InvalidInput(f"max_lines must be >= 1, got {options.max_lines}")
+    if not 1 <= options.suggestions <= MAX_SUGGESTIONS:
+        raise InvalidInput(f"suggestions must be in 1..{MAX_SUGGESTIONS}, got {options.suggestions}")
     if options.speculation is not None and options.speculation not in SPECULATION_MODES:
         raise InvalidInput(f"speculation must be one of {', '.join(SPECULATION_MODES)}, got {options.speculation!r}")
     if options.cache_mode is not None and options.cache_mode not in CACHE_MODES:

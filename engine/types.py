@@ -51,6 +51,7 @@ class CompletionOptions:
     cache_mode: str | None = None  # "recompute" | "prefix" | "pie"; None: the engine's default
     retrieval: bool | None = None  # repository context; None: on when the engine has a repository
     speculation: str | None = None  # "off" | "lookup" | "draft" | "combined"; None: the engine's default
+    suggestions: int = 1  # k > 1: k distinct suggestions by superposed decoding (greedy, one final chunk)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class CompletionChunk:
     model: str = ""
     cache_mode: str = ""
     speculation: str = ""  # the proposer used: "off", "lookup", "draft" or "combined"
+    alternatives: tuple[str, ...] = ()  # with suggestions > 1: the other suggestions, best first (``text`` is the best)
 
 
 @dataclass(frozen=True)

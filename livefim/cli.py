@@ -196,6 +196,23 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_suggestions(args: argparse.Namespace) -> int:
+    from evals.bench_suggestions import METHODS, bench_suggestions
+
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if any(m not in METHODS for m in methods):
+        print(f"livefim bench suggestions: methods are {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+
+    def show(record: dict) -> None:
+        print(json.dumps(record), file=sys.stderr, flush=True)
+
+    report = bench_suggestions(args.model, ks=tuple(int(k) for k in args.k.split(",")), limit=args.limit, seed=args.seed,
+                               methods=methods, ngram_weight=args.ngram_weight, device=args.device, progress=show)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_bench_edit(args: argparse.Namespace) -> int:
     from evals.bench_edit import bench_edit
 
@@ -448,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
                               help="the draft model stops drafting below this probability of its own token")
     decode_bench.add_argument("--device", default=None)
     decode_bench.set_defaults(run=_cmd_bench_decode)
+    suggestions_bench = bench_sub.add_parser("suggestions", help="k alternatives: superposed decoding vs k sampled passes vs beam search")
+    suggestions_bench.add_argument("--model", default=None)
+    suggestions_bench.add_argument("--k", default="2,3,5", help="comma list of suggestion counts")
+    suggestions_bench.add_argument("--limit", type=int, default=30, help="HumanEval single-line tasks (seeded)")
+    suggestions_bench.add_argument("--seed", type=int, default=0)
+    suggestions_bench.add_argument("--methods", default="superposed,sampled,beam")
+    suggestions_bench.add_argument("--ngram-weight", type=float, default=0.3, help="n-gram share in superposed scoring")
+    suggestions_bench.add_argument("--device", default=None)
+    suggestions_bench.set_defaults(run=_cmd_bench_suggestions)
     edit_bench = bench_sub.add_parser("edit", help="time to be ready after an edit: pie vs prefix vs recompute")
     edit_bench.add_argument("--model", default=None)
     edit_bench.add_argument("--sizes", default="1024,2048,4096,8192", help="document sizes in tokens")

@@ -36,7 +36,7 @@ from pygls.protocol.language_server import lsp_method
 
 from engine.client import EngineClient
 from engine.errors import Cancelled, DocumentAlreadyOpen, DocumentNotFound, EngineError, StaleVersion
-from engine.types import CompletionRequest
+from engine.types import CompletionOptions, CompletionRequest
 from lsp.documents import MirroredDocument
 from lsp.engine_link import EngineConnection
 from lsp.positions import Encoding, column_from_code_points
@@ -66,6 +66,7 @@ class Suggestion:
     cursor: lsp.Position  # client units, clamped into the line
     word: str  # identifier characters just before the cursor
     word_start: lsp.Position  # client units
+    alternatives: tuple[str, ...] = ()  # other suggestions, best first (asked for on an explicit invoke)
 
 
 class _Protocol(LanguageServerProtocol):
@@ -176,8 +177,11 @@ class LivefimLanguageServer(LanguageServer):
                 self.log_threadsafe(lsp.MessageType.Error, f"livefim: resending {resync.uri} failed: {error}")
 
     # -- completion ----------------------------------------------------------
-    async def suggest(self, uri: str, position: lsp.Position) -> Suggestion | None:
-        """The engine's completion at a client position, or None (logged) when there is none."""
+    async def suggest(self, uri: str, position: lsp.Position, alternatives: int = 1) -> Suggestion | None:
+        """The engine's completion at a client position, or None (logged) when there is none.
+
+        ``alternatives`` > 1 asks the engine for that many distinct suggestions
+        (superposed decoding: about the time of one)."""
         document = self.documents.get(uri)
         connection = self.connection
         if document is None or connection is None:
@@ -190,6 +194,7 @@ class LivefimLanguageServer(LanguageServer):
             uri=uri,
             position=document.engine_position(position, encoding),
             version=document.version,
+            options=CompletionOptions(suggestions=alternatives),
         )
         cursor = document.clamped_client_position(position, encoding)
         word = document.word_before(position, encoding)
@@ -197,7 +202,7 @@ class LivefimLanguageServer(LanguageServer):
         try:
             if pending is not None:
                 await asyncio.shield(pending)
-            text = await asyncio.to_thread(_final_text, connection.client, request)
+            text, others = await asyncio.to_thread(_final_text, connection.client, request)
         except asyncio.CancelledError:  # $/cancelRequest: stop the decode too
             threading.Thread(target=_cancel_quietly, args=(connection.client, request.request_id), daemon=True).start()
             raise
@@ -208,17 +213,18 @@ class LivefimLanguageServer(LanguageServer):
             return None
         word_units = column_from_code_points(word, len(word), encoding)
         word_start = lsp.Position(line=cursor.line, character=cursor.character - word_units)
-        return Suggestion(text=text, cursor=cursor, word=word, word_start=word_start)
+        return Suggestion(text=text, cursor=cursor, word=word, word_start=word_start, alternatives=others)
 
 
-def _final_text(client: EngineClient, request: CompletionRequest) -> str:
-    """Blocking: run a completion stream to its end; chunks are cumulative, so the last one is the answer."""
-    text = ""
+def _final_text(client: EngineClient, request: CompletionRequest) -> tuple[str, tuple[str, ...]]:
+    """Blocking: run a completion stream to its end; chunks are cumulative, so the last one is the answer
+    (with any alternatives)."""
+    text, alternatives = "", ()
     for chunk in client.complete(request):
-        text = chunk.text
+        text, alternatives = chunk.text, chunk.alternatives
         if chunk.done:
             break
-    return text
+    return text, alternatives
 
 
 def _cancel_quietly(client: EngineClient, request_id: str) -> None:
@@ -310,13 +316,19 @@ def did_close(ls: LivefimLanguageServer, params: lsp.DidCloseTextDocumentParams)
     ls.submit_sync(f"closing {uri}", lambda client: _close(client, uri))
 
 
+ALTERNATIVES_ON_INVOKE = 3  # suggestions asked for when the user invokes (or cycles) explicitly
+
+
 async def inline_completion(ls: LivefimLanguageServer, params: lsp.InlineCompletionParams) -> lsp.InlineCompletionList:
-    """One item: the engine's text, inserted at the cursor (an empty range there)."""
-    suggestion = await ls.suggest(params.text_document.uri, params.position)
+    """The engine's text inserted at the cursor (an empty range there): one item while typing, and up
+    to ``ALTERNATIVES_ON_INVOKE`` distinct items when the user asks (what clients cycle through)."""
+    invoked = params.context is not None and params.context.trigger_kind == lsp.InlineCompletionTriggerKind.Invoked
+    suggestion = await ls.suggest(params.text_document.uri, params.position, ALTERNATIVES_ON_INVOKE if invoked else 1)
     if suggestion is None or not suggestion.text:
         return lsp.InlineCompletionList(items=[])
     at_cursor = lsp.Range(start=suggestion.cursor, end=suggestion.cursor)
-    return lsp.InlineCompletionList(items=[lsp.InlineCompletionItem(insert_text=suggestion.text, range=at_cursor)])
+    texts = [suggestion.text, *(t for t in suggestion.alternatives if t)]
+    return lsp.InlineCompletionList(items=[lsp.InlineCompletionItem(insert_text=t, range=at_cursor) for t in texts])
 
 
 async def completion(ls: LivefimLanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:

@@ -101,3 +101,20 @@ def test_speculation_errors_are_clear(tiny_model):
     with pytest.raises(InvalidInput, match="speculation must be one of"):
         list(engine.complete(CompletionRequest("y", URI, Position(11, 4), options=CompletionOptions(speculation="warp"))))
     engine.close()
+
+
+@pytest.mark.parametrize("mode", ["pie", "recompute"])
+def test_k_suggestions_come_in_one_final_chunk(tiny_model, mode):
+    engine = CompletionEngine(tiny_model, background=False)
+    engine.open_document(URI, "python", 1, TEXT)
+    options = CompletionOptions(max_tokens=10, scope=Scope.BLOCK, cache_mode=mode, suggestions=3)
+    chunks = list(engine.complete(CompletionRequest("k3", URI, Position(11, 4), options=options)))
+    assert len(chunks) == 1 and chunks[0].done
+    texts = [chunks[0].text, *chunks[0].alternatives]
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    plain = list(engine.complete(CompletionRequest("k1", URI, Position(11, 4), options=CompletionOptions(
+        max_tokens=10, scope=Scope.BLOCK, cache_mode=mode))))[-1]
+    assert plain.alternatives == () and plain.text  # one suggestion unless asked
+    with pytest.raises(InvalidInput, match="suggestions must be in 1..8"):
+        list(engine.complete(CompletionRequest("k0", URI, Position(11, 4), options=CompletionOptions(suggestions=0))))
+    engine.close()

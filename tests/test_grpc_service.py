@@ -370,3 +370,16 @@ def test_client_disconnect_stops_the_decode(slow_server: RunningServer) -> None:
         assert list(client.complete(short, timeout=RPC_TIMEOUT))[-1].text == "xx"
         # Had "dropped" kept the model for its 1024 tokens, this would take ~20 s.
         assert time.perf_counter() - started < 5
+
+
+def test_alternatives_and_speculation_cross_the_wire(client: EngineClient) -> None:
+    uri = fresh_uri("alternatives")
+    client.open_document(uri, "python", 1, SOURCE)
+    options = CompletionOptions(max_tokens=6, scope=Scope.BLOCK, suggestions=3)
+    chunks = list(client.complete(CompletionRequest("alt", uri, Position(1, 11), options=options), timeout=RPC_TIMEOUT))
+    assert len(chunks) == 1 and chunks[0].done and len(chunks[0].alternatives) >= 1
+    assert chunks[0].text not in chunks[0].alternatives
+    options = CompletionOptions(max_tokens=6, scope=Scope.BLOCK, speculation="lookup")
+    final = list(client.complete(CompletionRequest("spec", uri, Position(1, 11), options=options), timeout=RPC_TIMEOUT))[-1]
+    assert final.speculation == "lookup" and final.timings.target_passes >= 1
+    client.close_document(uri)

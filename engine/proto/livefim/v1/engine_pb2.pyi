@@ -104,7 +104,7 @@ class CloseDocumentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CompletionOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode", "retrieval", "speculation")
+    __slots__ = ("max_tokens", "temperature", "top_p", "seed", "scope", "max_lines", "model", "cache_mode", "retrieval", "speculation", "suggestions")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class CompletionOptions(_message.Message):
     CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -125,7 +126,8 @@ class CompletionOptions(_message.Message):
     cache_mode: str
     retrieval: bool
     speculation: str
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., retrieval: _Optional[bool] = ..., speculation: _Optional[str] = ...) -> None: ...
+    suggestions: int
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., scope: _Optional[_Union[Scope, str]] = ..., max_lines: _Optional[int] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., retrieval: _Optional[bool] = ..., speculation: _Optional[str] = ..., suggestions: _Optional[int] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("request_id", "uri", "position", "version", "options")
@@ -168,7 +170,7 @@ class Timings(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., encoded_tokens: _Optional[int] = ..., retrieval_ms: _Optional[float] = ..., context_chunks: _Optional[int] = ..., target_passes: _Optional[int] = ..., drafted_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode", "speculation")
+    __slots__ = ("request_id", "text", "done", "finish_reason", "generated_tokens", "timings", "scope", "model", "cache_mode", "speculation", "alternatives")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +181,7 @@ class CompleteResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_MODE_FIELD_NUMBER: _ClassVar[int]
     SPECULATION_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     done: bool
@@ -189,7 +192,8 @@ class CompleteResponse(_message.Message):
     model: str
     cache_mode: str
     speculation: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., speculation: _Optional[str] = ...) -> None: ...
+    alternatives: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., generated_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., model: _Optional[str] = ..., cache_mode: _Optional[str] = ..., speculation: _Optional[str] = ..., alternatives: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("request_id",)
