@@ -31,7 +31,7 @@ from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
 from engine.prompt import PromptBudget, build_fim_prompt, context_header_ids, count_text_tokens, encode_segments, repo_format
 from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
-from engine.speculate import SPECULATION_MODES, Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
+from engine.speculate import DEFAULT_SPECULATION, SPECULATION_MODES, Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
 from engine.superpose import NgramModel, superposed_decode
 from engine.types import (
@@ -64,7 +64,7 @@ class CompletionEngine:
         background: bool = True,
         repo_context: RepoContext | None = None,
         draft_model: LoadedModel | Callable[[], LoadedModel] | None = None,
-        speculation: str = "off",
+        speculation: str = DEFAULT_SPECULATION,
         speculation_settings: SpeculationSettings = SpeculationSettings(),
     ) -> None:
         if speculation not in SPECULATION_MODES:

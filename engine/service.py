@@ -174,7 +174,7 @@ def serve(
     policy: SessionPolicy | None = None,
     repo_context: "RepoContext | None" = None,
     draft_model: str | None = None,
-    speculation: str = "off",
+    speculation: str = "lookup",
 ) -> None:
     """``livefim serve``: load and warm the model, serve until SIGINT/SIGTERM, then stop gracefully."""
     from engine.runtime import load_model

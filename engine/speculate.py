@@ -35,6 +35,7 @@ from cache import kv
 
 
 SPECULATION_MODES: tuple[str, ...] = ("off", "lookup", "draft", "combined")
+DEFAULT_SPECULATION = "lookup"  # free and lossless; a 0.5B draft does not pay on a 2-core CPU (BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class SpeculationSettings:
     """How much to draft; defaults chosen with ``livefim bench decode`` (BENCHMARKS.md)."""
 
     lookup_max_draft: int = 8
-    lookup_min_ngram: int = 2
+    lookup_min_ngram: int = 3  # a 2-token match proposes too often and wrongly (simulated on bench tasks, seed 1)
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3

@@ -14,7 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # before torch loads anywhere
 
-DEFAULT_SPECULATION = "off"  # set from BENCHMARKS.md, bench decode
+DEFAULT_SPECULATION = "lookup"  # engine.speculate.DEFAULT_SPECULATION (kept here: no torch import for --help)
 
 
 def _speculation_args_ok(args: argparse.Namespace, command: str) -> bool:
@@ -94,6 +94,7 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     uri = path.resolve().as_uri()
     options = CompletionOptions(
         max_tokens=args.max_tokens, temperature=args.temperature, scope=Scope(args.scope), seed=args.seed,
+        suggestions=args.suggestions,
     )
     try:
         engine.open_document(uri, "", 1, text)
@@ -121,11 +122,14 @@ def _cmd_complete(args: argparse.Namespace) -> int:
                 "retrieval_ms": round(final.timings.retrieval_ms, 1),
             },
             "context_chunks": final.timings.context_chunks,
+            "alternatives": list(final.alternatives),
             "speculation": {"mode": final.speculation, "target_passes": final.timings.target_passes,
                             "drafted_tokens": final.timings.drafted_tokens, "accepted_tokens": final.timings.accepted_tokens},
         }, indent=2))
     else:
         print(final.text)
+        for number, alternative in enumerate(final.alternatives, start=2):
+            print(f"--- suggestion {number} ---\n{alternative}")
     return 0
 
 
@@ -184,8 +188,8 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
     if unknown:
         print(f"livefim bench decode: unknown kind {unknown[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
         return 2
-    settings = SpeculationSettings(lookup_max_draft=args.lookup_max, draft_max=args.draft_max,
-                                   draft_min_confidence=args.draft_confidence)
+    settings = SpeculationSettings(lookup_max_draft=args.lookup_max, lookup_min_ngram=args.lookup_min_ngram,
+                                   draft_max=args.draft_max, draft_min_confidence=args.draft_confidence)
 
     def show(record: dict) -> None:
         print(json.dumps(record), file=sys.stderr, flush=True)
@@ -380,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--seed", type=int, default=None)
     complete.add_argument("--scope", choices=["auto", "line", "block"], default="auto")
     complete.add_argument("--json", action="store_true", help="print text, tokens and timings as JSON")
+    complete.add_argument("--suggestions", type=int, default=1, help="k > 1: k distinct suggestions (superposed decoding)")
     complete.add_argument("--speculation", choices=["off", "lookup", "draft", "combined"], default=DEFAULT_SPECULATION,
                        help="speculative decoding: drafts from prompt lookup, a draft model, or both (output unchanged)")
     complete.add_argument("--draft-model", default=None, help="registry name of the drafting model (same tokenizer), e.g. qwen2.5-coder-0.5b")
@@ -460,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--seed", type=int, default=0)
     decode_bench.add_argument("--arms", default="plain,lookup,draft,combined")
     decode_bench.add_argument("--lookup-max", type=int, default=8, help="most tokens a prompt-lookup draft holds")
+    decode_bench.add_argument("--lookup-min-ngram", type=int, default=3, help="shortest n-gram match that proposes a draft")
     decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
                               help="the draft model stops drafting below this probability of its own token")

@@ -246,3 +246,35 @@ def test_verify_draft_on_a_hand_computed_case():
     assert 0.4 < share_zero < 0.6
     greedy = verify_draft(logits, Draft((0,)), CompletionOptions(), None)
     assert greedy == (1, 0)  # argmax of row 0 is token 0 (a tie broken by argmax: first), accepted; then row 1's argmax
+
+
+def real_code_prompts(tokenizer, count: int) -> list[list[int]]:
+    """Cuts of real standard-library modules: the start of a file up to a line in its first function bodies."""
+    import sysconfig
+    from pathlib import Path
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    prompts = []
+    for name in ("textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "colorsys.py", "heapq.py", "keyword.py"):
+        lines = (stdlib / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        body = next((i for i, line in enumerate(lines) if line.startswith("def ") or line.startswith("    def ")), 20)
+        prompts.append(tokenizer("".join(lines[: body + 4]))["input_ids"][-300:])
+    return prompts[:count]
+
+
+_PLAIN_CACHE: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("kind", ["lookup", "draft", "combined"])
+def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, kind):
+    """The 0.5B with lookup drafts (often right on real code) and the tiny model as a draft (mostly wrong)."""
+    options = CompletionOptions(max_tokens=16)
+    drafted = accepted = 0
+    for ids in real_code_prompts(tokenizer, 3):
+        if tuple(ids) not in _PLAIN_CACHE:  # the reference once per prompt, shared by the three kinds
+            _PLAIN_CACHE[tuple(ids)] = run(real_model, ids, options).token_ids
+        fast = run(real_model, ids, options, proposers(kind, ids, tiny_model, options), history=ids)
+        assert fast.token_ids == _PLAIN_CACHE[tuple(ids)]
+        drafted, accepted = drafted + fast.drafted_tokens, accepted + fast.accepted_tokens
+    assert drafted > 0 and (kind == "draft" or accepted > 0)
