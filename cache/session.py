@@ -73,6 +73,19 @@ class ModelHandle:
     fim_suffix_id: int
     fim_middle_id: int
 
+    @classmethod
+    def of(cls, loaded: Any) -> "ModelHandle":
+        """The handle of a loaded model (anything with ``model``, ``tokenizer`` and a ``family``
+        naming its FIM tokens, such as ``engine.runtime.LoadedModel``)."""
+        tokenizer, family = loaded.tokenizer, loaded.family
+        return cls(
+            model=loaded.model,
+            tokenizer=tokenizer,
+            rope=kv.rope_spec(loaded.model),
+            fim_suffix_id=tokenizer.convert_tokens_to_ids(family.fim_suffix_token),
+            fim_middle_id=tokenizer.convert_tokens_to_ids(family.fim_middle_token),
+        )
+
 
 class DocumentSession:
     """A document's tokens and KV rows. The rows may lag the text by one pending patch.

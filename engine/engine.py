@@ -133,13 +133,13 @@ class CompletionEngine:
     @property
     def handle(self) -> ModelHandle:
         if self._handle is None:
-            self._handle = _handle_of(self.model)
+            self._handle = ModelHandle.of(self.model)
         return self._handle
 
     @property
     def draft_handle(self) -> ModelHandle:
         if self._draft_handle is None:
-            self._draft_handle = _handle_of(self.draft_model)
+            self._draft_handle = ModelHandle.of(self.draft_model)
         return self._draft_handle
 
     def warm_up(self) -> None:
@@ -529,7 +529,10 @@ class CompletionEngine:
         self._wake.set()
 
     def _next_chore(self) -> Callable[[], Any] | None:
-        """The most urgent bounded piece of cache work, or None when all is done."""
+        """The most urgent bounded piece of cache work, or None when all is done.
+
+        The target model's sessions first; then the draft model's twins (when
+        speculation drafts with a model), with the same chores."""
         policy = self.policy
         items = self.sessions.items()
         for _, session in items:
@@ -538,28 +541,18 @@ class CompletionEngine:
         for uri in self.documents.uris():
             if self.sessions.get(uri, touch=False) is None:
                 return lambda: self._session_for(uri)
-        for _, session in items:
-            if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
-                return lambda: session.ensure_encoded(policy.refresh_chunk)
-        for _, session in items:
-            if session.refresh_due(policy):
-                return lambda: session.refresh(policy.refresh_chunk)
-        # the draft model's twins: same chores, after the target's
-        drafts = self.draft_sessions.items() if self._draft is not None else []
+        chore = _encoding_chore(items, policy)
+        if chore is not None or self._draft is None:
+            return chore
+        drafts = self.draft_sessions.items()
         for _, session in drafts:
             if session.has_queued_edits:
                 return lambda: session.sync(policy)
-        if self.speculation in ("draft", "combined") and self._draft is not None:
+        if self.speculation in ("draft", "combined"):
             for uri, target in items:
                 if self.draft_sessions.get(uri, touch=False) is None and not target.has_queued_edits:
                     return lambda: self._draft_session_for(uri, target)
-        for _, session in drafts:
-            if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
-                return lambda: session.ensure_encoded(policy.refresh_chunk)
-        for _, session in drafts:
-            if session.refresh_due(policy):
-                return lambda: session.refresh(policy.refresh_chunk)
-        return None
+        return _encoding_chore(drafts, policy)
 
     def _maintain(self) -> None:
         """Patch queued edits, encode new documents and refresh stale rows while the model is idle.
@@ -588,15 +581,15 @@ class CompletionEngine:
                 time.sleep(0)  # let a waiting completion take the lock
 
 
-def _handle_of(loaded: LoadedModel) -> ModelHandle:
-    tokenizer, family = loaded.tokenizer, loaded.family
-    return ModelHandle(
-        model=loaded.model,
-        tokenizer=tokenizer,
-        rope=kv.rope_spec(loaded.model),
-        fim_suffix_id=tokenizer.convert_tokens_to_ids(family.fim_suffix_token),
-        fim_middle_id=tokenizer.convert_tokens_to_ids(family.fim_middle_token),
-    )
+def _encoding_chore(items: list[tuple[str, DocumentSession]], policy: SessionPolicy) -> Callable[[], Any] | None:
+    """Encode a chunk of a new session's rows, else refresh a chunk of stale ones."""
+    for _, session in items:
+        if not session.fully_encoded and len(session.tokens) <= policy.max_document_tokens:
+            return lambda: session.ensure_encoded(policy.refresh_chunk)
+    for _, session in items:
+        if session.refresh_due(policy):
+            return lambda: session.refresh(policy.refresh_chunk)
+    return None
 
 
 def _validate_options(options: CompletionOptions) -> None:

@@ -21,7 +21,6 @@ token with ``plain`` (``identical`` must be 1.0).
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from engine.runtime import LoadedModel, load_model
 from engine.speculate import Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
 from engine.types import CompletionOptions, Scope
+from evals.machine import run_facts
 
 KINDS = ("humaneval-line", "humaneval-block", "repo-line", "repo-block")
 ARMS = ("plain", "lookup", "draft", "combined")
@@ -181,12 +181,8 @@ def bench_decode(
                 progress(record)
     return {
         "bench": "decode",
-        "model": target.name,
+        **run_facts(target),
         "draft_model": draft.name if draft is not None else None,
-        "device": str(target.device),
-        "cpu_linear": target.cpu_linear,
-        "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "settings": vars(settings),
         "per_kind": per_kind,
         "seed": seed,

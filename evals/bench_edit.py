@@ -30,7 +30,7 @@ from cache.session import DocumentSession, ModelHandle
 from cache.tokens import CharEdit, tokenize
 from engine.documents import line_starts
 from engine.prompt import build_fim_prompt, session_header_ids
-from engine.runtime import LoadedModel, load_model
+from engine.runtime import load_model
 
 SOURCE_FILES = ("argparse.py", "inspect.py", "typing.py", "pathlib.py")
 EDIT_KINDS = ("insert", "delete", "replace", "multi")
@@ -95,15 +95,6 @@ def _apply(text: str, edits: list[CharEdit]) -> str:
     return text
 
 
-def _handle(loaded: LoadedModel) -> ModelHandle:
-    tok, family = loaded.tokenizer, loaded.family
-    return ModelHandle(
-        model=loaded.model, tokenizer=tok, rope=kv.rope_spec(loaded.model),
-        fim_suffix_id=tok.convert_tokens_to_ids(family.fim_suffix_token),
-        fim_middle_id=tok.convert_tokens_to_ids(family.fim_middle_token),
-    )
-
-
 def _timed(fn) -> tuple[float, object]:
     started = time.perf_counter()
     result = fn()
@@ -113,7 +104,7 @@ def _timed(fn) -> tuple[float, object]:
 @torch.inference_mode()
 def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], device: str | None = None, progress=None) -> dict:
     loaded = load_model(model_name, device, install_missing=True)
-    handle = _handle(loaded)
+    handle = ModelHandle.of(loaded)
     results = []
     for size in sizes:
         name, text = source_text(loaded.tokenizer, size)

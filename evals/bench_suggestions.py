@@ -1,7 +1,8 @@
 """``livefim bench suggestions``: k alternatives by superposed decoding vs k sampled passes vs beam search.
 
 Why HumanEval infilling: an alternative is only worth cycling to if it can be
-right, and these holes have tests. For each task and each k, every method
+right, and these holes have tests. Single-line holes are posed as ``livefim
+eval fim`` poses them (cursor on an empty line, line scope). For each task and each k, every method
 starts from the same prefilled prompt (forked), and we record the time to all
 k suggestions, whether any of them passes the tests (best-of-k), whether the
 first one does, and how many are distinct. Greedy decoding (one suggestion)
@@ -19,7 +20,6 @@ Methods:
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 import time
 from typing import Callable
@@ -30,9 +30,10 @@ from cache import kv
 from engine.decode import decode
 from engine.prompt import PromptBudget, build_fim_prompt
 from engine.runtime import LoadedModel, load_model
-from engine.stops import CompletionContext, StopRules, decide_scope, finalize
+from engine.stops import CompletionContext, StopRules, finalize
 from engine.superpose import NgramModel, superposed_decode
 from engine.types import CompletionOptions, Scope
+from evals.machine import run_facts
 
 METHODS = ("superposed", "sampled", "beam")
 
@@ -95,10 +96,11 @@ def bench_suggestions(
     target = loaded or load_model(model, device, install_missing=True)
     records: list[dict] = []
     for task in load_tasks("singleline", limit, seed):
-        prompt = build_fim_prompt(target.tokenizer, target.family, task.prompt, task.suffix, path="humaneval.py", budget=PromptBudget())
+        # posed as ``livefim eval fim`` does: the cursor on an empty line, one line to write
+        prompt = build_fim_prompt(target.tokenizer, target.family, task.prompt, "\n" + task.suffix, path="humaneval.py",
+                                  budget=PromptBudget())
         ids = prompt.token_ids
-        context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix,
-                                    scope=decide_scope(prompt.prefix, prompt.suffix, Scope.AUTO))
+        context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix, scope=Scope.LINE)
         cache = kv.new_cache(target.model.config)
         kv.encode_chunked(target.model, cache, ids[:-1])
         rows = kv.snapshot(cache)
@@ -107,9 +109,9 @@ def bench_suggestions(
             return kv.from_snapshot(target.model.config, rows)
 
         def judge(texts: list[str]) -> dict:
-            ok = [passes(task, t) for t in texts] if run_tests else [False] * len(texts)
+            ok = [passes(task, t + "\n") for t in texts] if run_tests else [False] * len(texts)
             return {"best_of_k_pass": any(ok), "top1_pass": bool(ok and ok[0]),
-                    "best_of_k_exact": any(exact_match(t, task.canonical_solution) for t in texts),
+                    "best_of_k_exact": any(exact_match(t + "\n", task.canonical_solution) for t in texts),
                     "distinct": len(set(texts))}
 
         started = time.perf_counter()
@@ -142,10 +144,7 @@ def bench_suggestions(
                     progress(record)
     return {
         "bench": "suggestions",
-        "model": target.name,
-        "device": str(target.device),
-        "cpu_linear": target.cpu_linear,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **run_facts(target),
         "tasks": limit,
         "seed": seed,
         "ngram_weight": ngram_weight,

@@ -243,8 +243,7 @@ def replay_edits(
         specs = [ModeSpec.parse("recompute")] + [s for s in specs if s.cache != "recompute"]
     session_specs = specs[1:]
     tok, family = loaded.tokenizer, loaded.family
-    handle = ModelHandle(loaded.model, tok, kv.rope_spec(loaded.model),
-                         tok.convert_tokens_to_ids(family.fim_suffix_token), tok.convert_tokens_to_ids(family.fim_middle_token))
+    handle = ModelHandle.of(loaded)
     policies = {
         spec.name: SessionPolicy(
             mode="prefix" if spec.cache == "prefix" else "pie",

@@ -96,9 +96,7 @@ def test_a_document_outside_the_repository_gets_no_context(engine, tmp_path):
 
 @pytest.fixture
 def handle(tiny_model):
-    tok, family = tiny_model.tokenizer, tiny_model.family
-    return ModelHandle(tiny_model.model, tok, kv.rope_spec(tiny_model.model),
-                       tok.convert_tokens_to_ids(family.fim_suffix_token), tok.convert_tokens_to_ids(family.fim_middle_token))
+    return ModelHandle.of(tiny_model)
 
 
 def fresh(handle, ids):

@@ -110,6 +110,22 @@ async def request(awaitable):  # type: ignore[no-untyped-def]
     return await asyncio.wait_for(awaitable, REQUEST_TIMEOUT_S)
 
 
+async def inline_completion(
+    client: LanguageClient, uri: str, position: lsp.Position, trigger: lsp.InlineCompletionTriggerKind
+) -> lsp.InlineCompletionList:
+    """textDocument/inlineCompletion as an editor sends it (Invoked: the user asked; Automatic: typing)."""
+    return await request(
+        client.text_document_inline_completion_async(
+            lsp.InlineCompletionParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri),
+                position=position,
+                context=lsp.InlineCompletionContext(trigger_kind=trigger),
+            )
+        )
+    )
+
+
+
 def errors_logged(client: LanguageClient) -> list[str]:
     return [m.message for m in client.log_messages if m.type == lsp.MessageType.Error]
 
@@ -138,30 +154,14 @@ async def test_embedded_tiny_engine_syncs_edits_and_completes(tiny_client: Langu
     _, cursor = edit_into_wave(tiny_client, uri, "utf-16")
     assert cursor == lsp.Position(line=4, character=25)  # 24 code points, the emoji counting 2 units
 
-    inline = await request(
-        tiny_client.text_document_inline_completion_async(
-            lsp.InlineCompletionParams(
-                text_document=lsp.TextDocumentIdentifier(uri=uri),
-                position=cursor,
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked),
-            )
-        )
-    )
+    inline = await inline_completion(tiny_client, uri, cursor, lsp.InlineCompletionTriggerKind.Invoked)
     # The tiny model's text is noise, but deterministic (seed 0) and not empty here.
     # An explicit invoke asks for alternatives: distinct items, all at the cursor.
     assert isinstance(inline, lsp.InlineCompletionList)
     assert 2 <= len(inline.items) <= 3
     assert len({item.insert_text for item in inline.items}) == len(inline.items)
     assert all(item.range == lsp.Range(start=cursor, end=cursor) for item in inline.items)
-    typing = await request(
-        tiny_client.text_document_inline_completion_async(
-            lsp.InlineCompletionParams(
-                text_document=lsp.TextDocumentIdentifier(uri=uri),
-                position=cursor,
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
-            )
-        )
-    )
+    typing = await inline_completion(tiny_client, uri, cursor, lsp.InlineCompletionTriggerKind.Automatic)
     assert len(typing.items) == 1  # while typing: one suggestion, streamed and cheap
     suggestion = typing.items[0]
     assert isinstance(suggestion.insert_text, str) and suggestion.insert_text
@@ -183,15 +183,8 @@ async def test_embedded_tiny_engine_syncs_edits_and_completes(tiny_client: Langu
     assert errors_logged(tiny_client) == []
 
     # A document the client never opened: an empty answer and a log line, and the server lives on.
-    missing = await request(
-        tiny_client.text_document_inline_completion_async(
-            lsp.InlineCompletionParams(
-                text_document=lsp.TextDocumentIdentifier(uri="file:///tmp/livefim-e2e/never-opened.py"),
-                position=lsp.Position(line=0, character=0),
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked),
-            )
-        )
-    )
+    missing = await inline_completion(tiny_client, "file:///tmp/livefim-e2e/never-opened.py", lsp.Position(line=0, character=0),
+                                      lsp.InlineCompletionTriggerKind.Invoked)
     assert len(missing.items) == 0
     assert any("never-opened.py" in m.message for m in tiny_client.log_messages)
 
@@ -236,15 +229,7 @@ async def test_remote_engine_gets_exact_text_in_each_position_encoding(
 
     uri = f"file:///tmp/livefim-e2e/remote-{encoding}.py"
     expected, cursor = edit_into_wave(plain_client, uri, encoding)
-    inline = await request(
-        plain_client.text_document_inline_completion_async(
-            lsp.InlineCompletionParams(
-                text_document=lsp.TextDocumentIdentifier(uri=uri),
-                position=cursor,
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
-            )
-        )
-    )
+    inline = await inline_completion(plain_client, uri, cursor, lsp.InlineCompletionTriggerKind.Automatic)
     # The completion waited for every edit sent before it: the engine's copy is exact.
     document = engine.documents.get(uri)
     assert document.text == expected
@@ -294,15 +279,7 @@ async def test_real_model_completes_the_return_of_add(real_client: LanguageClien
     change(real_client, uri, 2, insert(lsp.Position(line=0, character=0), "def add(a, b):"))
     change(real_client, uri, 3, insert(lsp.Position(line=0, character=14), "\n    "))
     change(real_client, uri, 4, insert(lsp.Position(line=1, character=4), "return "), insert(lsp.Position(line=1, character=11), "\n"))
-    inline = await request(
-        real_client.text_document_inline_completion_async(
-            lsp.InlineCompletionParams(
-                text_document=lsp.TextDocumentIdentifier(uri=uri),
-                position=lsp.Position(line=1, character=11),
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked),
-            )
-        )
-    )
+    inline = await inline_completion(real_client, uri, lsp.Position(line=1, character=11), lsp.InlineCompletionTriggerKind.Invoked)
     assert 1 <= len(inline.items) <= 3, real_client.log_messages  # invoked: alternatives, best first
     assert "a + b" in inline.items[0].insert_text
     assert errors_logged(real_client) == []

@@ -23,15 +23,7 @@ PREFIX = SessionPolicy(mode="prefix")
 
 @pytest.fixture(scope="module")
 def handle(tiny_model):
-    tok = tiny_model.tokenizer
-    family = tiny_model.family
-    return ModelHandle(
-        model=tiny_model.model,
-        tokenizer=tok,
-        rope=kv.rope_spec(tiny_model.model),
-        fim_suffix_id=tok.convert_tokens_to_ids(family.fim_suffix_token),
-        fim_middle_id=tok.convert_tokens_to_ids(family.fim_middle_token),
-    )
+    return ModelHandle.of(tiny_model)
 
 
 @pytest.fixture(scope="module")
