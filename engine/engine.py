@@ -1,8 +1,10 @@
 """The completion engine: open documents plus a model, completing at a position.
 
 Why one class: it owns the state the gRPC service exposes (documents, the
-model, in-flight requests) and nothing else; prompt building, decoding and
-post-processing are pure functions in their own modules.
+model and an optional draft model, in-flight requests) and nothing else;
+prompt building, decoding (with speculation, ``engine/speculate.py``, or k
+suggestions, ``engine/superpose.py``) and post-processing live in their own
+modules.
 
 Example::
 
@@ -77,13 +79,13 @@ class CompletionEngine:
         self._draft_factory = None if isinstance(draft_model, LoadedModel) else draft_model
         self.speculation = speculation
         self.speculation_settings = speculation_settings
-        self.draft_sessions = SessionStore(policy or SessionPolicy())  # the draft model's rows, kept in step
-        self._draft_handle: ModelHandle | None = None
-        self._last_suggestion: dict[str, list[int]] = {}  # uri -> tokens of the last suggestion (a lookup source)
         self.documents = store or DocumentStore()
         self.budget = budget or PromptBudget()
         self.policy = policy or SessionPolicy()
         self.sessions = SessionStore(self.policy)
+        self.draft_sessions = SessionStore(self.policy)  # the draft model's rows, kept in step with ``sessions``
+        self._draft_handle: ModelHandle | None = None
+        self._last_suggestion: dict[str, list[int]] = {}  # uri -> tokens of the last suggestion (a lookup source)
         self._handle: ModelHandle | None = None
         self._model_lock = threading.Lock()  # one forward pass at a time on one model
         self._waiting_requests = 0  # completions waiting for the model: the worker yields to them
