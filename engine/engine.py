@@ -379,6 +379,13 @@ class CompletionEngine:
             raise InvalidInput(f"speculation {speculation!r} needs a draft model; this engine has none (--draft-model)")
         return speculation
 
+    def _ids_around_cursor(self, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
+        """Token ids of the last ``LOOKUP_CHARS`` before the cursor and the first after it: what the
+        n-gram sources (prompt lookup, the superposed filter) learn from."""
+        tokenizer = self.model.tokenizer
+        return (tokenizer(prefix[-LOOKUP_CHARS:], add_special_tokens=False).input_ids,
+                tokenizer(suffix[:LOOKUP_CHARS], add_special_tokens=False).input_ids)
+
     def _proposer(
         self, speculation: str, options: CompletionOptions, prefix: str, suffix: str, context_ids: list[int],
         uri: str | None, draft_state: tuple[Any, list[int]] | None,
@@ -391,10 +398,9 @@ class CompletionEngine:
         """
         if speculation == "off":
             return None, []
-        settings, tokenizer = self.speculation_settings, self.model.tokenizer
-        history = tokenizer(prefix[-LOOKUP_CHARS:], add_special_tokens=False).input_ids
-        corpus = [context_ids, history, tokenizer(suffix[:LOOKUP_CHARS], add_special_tokens=False).input_ids]
-        corpus.append(self._last_suggestion.get(uri, []) if uri is not None else [])
+        settings = self.speculation_settings
+        history, ahead = self._ids_around_cursor(prefix, suffix)
+        corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
         lookup = PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram)
         if speculation == "lookup" or draft_state is None:
             return lookup, history
@@ -499,9 +505,7 @@ class CompletionEngine:
 
         The n-gram filter learns from the repository context and the text around the cursor."""
         loaded = self.model
-        tokenizer = loaded.tokenizer
-        corpus = [context_ids, tokenizer(prefix[-LOOKUP_CHARS:], add_special_tokens=False).input_ids,
-                  tokenizer(suffix[:LOOKUP_CHARS], add_special_tokens=False).input_ids]
+        corpus = [context_ids, *self._ids_around_cursor(prefix, suffix)]
         result = superposed_decode(loaded, prompt_ids, context, options.suggestions, options.max_tokens, cache=cache,
                                    ngrams=NgramModel(corpus), ngram_weight=SUPERPOSED_NGRAM_WEIGHT, cancelled=cancelled)
         texts = [s.text for s in result.suggestions] or [""]
