@@ -24,6 +24,9 @@ from engine.stops import CompletionContext, StopRules, finalize
 from engine.types import CompletionOptions, FinishReason
 
 
+DRAFT_ROOM = 16  # rows reserved past the token budget for a pass's drafted tokens
+
+
 @dataclass(frozen=True)
 class DecodeStep:
     text: str  # the suggestion so far, already cut by the stop rules
@@ -146,6 +149,7 @@ def decode(
     output = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     prefill_ms = (time.perf_counter() - started) * 1000
     decode_started = time.perf_counter()
+    kv.reserve(cache, options.max_tokens + DRAFT_ROOM)  # this fork is ours: append rows in place, not by copying all
     if proposer is not None:
         proposer.begin(history or [])
     new_tokens = [choose_token(output.logits[0, -1].float().cpu(), options, generator)]

@@ -77,8 +77,38 @@ def load_model(
     if target.type == "cpu" and cpu_linear == "onednn":
         use_onednn_linears(model)
         linear = "onednn"
+    use_grouped_attention(model)
     tokenizer = AutoTokenizer.from_pretrained(installed.path)
     return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target, cpu_linear=linear)
+
+
+GROUPED_ATTENTION = "livefim_gqa"
+
+
+def _grouped_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                               is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, except that a masked pass over several tokens folds the query heads
+    (``kernels/attention.py``) instead of repeating every cached key and value for each of them."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from kernels.attention import grouped_query_attention
+
+    if attention_mask is None or query.shape[2] == 1 or getattr(module, "num_key_value_groups", 1) == 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    out = grouped_query_attention(query, key, value, attention_mask, scaling)  # [B, H, Q, D]
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_grouped_attention(model: Any) -> None:
+    """Run the model's attention through ``_grouped_attention_forward`` (same results as SDPA; tested)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(GROUPED_ATTENTION, _grouped_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED_ATTENTION, sdpa_mask)  # the masks SDPA gets
+    model.set_attn_implementation(GROUPED_ATTENTION)
 
 
 TINY_MODEL_NAME = "tiny-random-qwen2"
@@ -106,6 +136,7 @@ def build_tiny_random_model(tokenizer: Any, seed: int = 0, family: ModelFamily |
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()
+    use_grouped_attention(model)  # as load_model does
     return LoadedModel(name=TINY_MODEL_NAME, model=model, tokenizer=tokenizer, family=family, device=torch.device("cpu"))
 
 

@@ -126,6 +126,9 @@ class PromptLookup:
         return Draft(source=self.name)
 
 
+DRAFT_CACHE_ROOM = 256  # rows a draft model's fork appends in place (beyond that it concatenates)
+
+
 @dataclass
 class DraftModel:
     """A smaller model drafting greedily (or sampling, when the request samples) on its own cache.
@@ -195,7 +198,10 @@ class DraftModel:
 
     def _feed(self, ids: list[int]) -> torch.Tensor:
         self.forwards += 1
-        return kv.encode(self.model, self.cache, ids).float().cpu()
+        logits = kv.encode(self.model, self.cache, ids).float().cpu()
+        if self.forwards == 1:  # the first pass made the fork's rows its own: append in place from now on
+            kv.reserve(self.cache, DRAFT_CACHE_ROOM)
+        return logits
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Why real code: token statistics (and so speed per character) depend on the
 text; we feed the standard library's own source, cut to exactly N tokens.
 Prefill is one forward with ``logits_to_keep=1``; decode is greedy steps on
-top of that cache, timed per token.
+top of that cache (with room reserved, as ``engine/decode.py`` does), timed per
+token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
+from cache import kv
 from engine.install import installed
 from engine.runtime import load_model
 
@@ -49,6 +51,7 @@ def bench_model(
             started = time.perf_counter()
             logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
             prefill_s = time.perf_counter() - started
+            kv.reserve(cache, decode_tokens + verify_tokens)  # as the decode loop does
             token = logits[:, -1].argmax(-1, keepdim=True)
             started = time.perf_counter()
             for _ in range(decode_tokens):

@@ -67,3 +67,40 @@ def test_snapshot_survives_later_changes_and_restores(model):
     kv.restore(cache, saved)
     assert kv.length(cache) == 3
     assert all(torch.equal(k, b) for (k, _), b in zip(kv.snapshot(cache), before))
+
+
+def test_reserved_cache_appends_in_place_and_equals_concatenation(model):
+    ids = [5, 9, 2, 7, 11, 3, 8, 1]
+    plain = full_keys(model, ids[:4])
+    reserved = full_keys(model, ids[:4])
+    kv.reserve(reserved, 8)
+    buffer = reserved.layers[0].keys.data_ptr()
+    for token in ids[4:]:
+        kv.encode(model, plain, [token])
+        kv.encode(model, reserved, [token])
+    assert reserved.layers[0].keys.data_ptr() == buffer  # no copy: the rows went into the room
+    for a, b in zip(plain.layers, reserved.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_reserved_cache_overwrites_cropped_rows_and_outgrows_its_room(model):
+    # a rejected draft is cropped, then the next pass writes where it was; past the room it concatenates
+    cache = full_keys(model, [1, 2, 3])
+    kv.reserve(cache, 2)
+    kv.encode(model, cache, [4, 99])
+    kv.crop_to(cache, 4)
+    kv.encode(model, cache, [5, 6, 7])  # 4 + 3 rows > 3 + 2 reserved: concatenated
+    expected = full_keys(model, [1, 2, 3, 4, 5, 6, 7])
+    assert kv.length(cache) == 7
+    assert torch.allclose(cache.layers[1].keys, expected.layers[1].keys, atol=1e-6)
+
+
+def test_snapshot_of_a_reserved_cache_stays_valid(model):
+    cache = full_keys(model, [1, 2, 3])
+    kv.reserve(cache, 4)
+    kv.encode(model, cache, [4])
+    saved = kv.snapshot(cache)
+    before = saved[0][0].clone()
+    kv.crop_to(cache, 2)
+    kv.encode(model, cache, [42, 43])  # would overwrite rows 2-3 in place if the snapshot had not frozen it
+    assert torch.equal(saved[0][0], before)

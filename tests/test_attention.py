@@ -1,0 +1,51 @@
+"""Grouped-query attention that folds query heads, against repeating the keys (transformers' way)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DynamicCache, Qwen2ForCausalLM
+
+import engine.runtime as runtime
+import kernels.attention as attention
+from kernels.attention import grouped_query_attention, grouped_query_attention_reference
+
+
+@pytest.mark.parametrize("heads,kv_heads,q_len,kv_len", [(4, 2, 3, 8), (12, 2, 9, 40), (14, 2, 1, 5), (4, 4, 5, 5), (6, 1, 7, 7)])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_folded_heads_equal_repeated_keys(heads, kv_heads, q_len, kv_len, mask_kind):
+    torch.manual_seed(heads * 100 + q_len)
+    q, k, v = torch.randn(2, heads, q_len, 16), torch.randn(2, kv_heads, kv_len, 16), torch.randn(2, kv_heads, kv_len, 16)
+    causal = torch.ones(q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)[None, None].expand(2, 1, q_len, kv_len)
+    mask = {"none": None, "bool": causal, "float": torch.where(causal, 0.0, float("-inf"))}[mask_kind]
+    got = grouped_query_attention(q, k, v, mask, scale=0.3)
+    assert torch.allclose(got, grouped_query_attention_reference(q, k, v, mask, scale=0.3), atol=1e-5)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused():
+    q, k = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 6, 8)
+    with pytest.raises(AssertionError, match="mask must be"):
+        grouped_query_attention(q, k, k, torch.ones(1, 1, 3, 5, dtype=torch.bool))
+
+
+def test_model_with_folded_attention_equals_sdpa_on_a_cache(tiny_model, tokenizer, monkeypatch):
+    """Several tokens fed on a cache (the masked case the fold is for): same logits as stock SDPA."""
+    folded = tiny_model.model
+    assert folded.config._attn_implementation == runtime.GROUPED_ATTENTION
+    stock = Qwen2ForCausalLM(copy.deepcopy(folded.config)).eval()  # its own config: the attention choice lives there
+    stock.load_state_dict(folded.state_dict())
+    stock.set_attn_implementation("sdpa")
+    calls = []
+    real = attention.grouped_query_attention
+    monkeypatch.setattr(attention, "grouped_query_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    ids = torch.tensor([tokenizer("def area(r):\n    return 3.14 * r * r\n\nprint(area(2))\n").input_ids])
+    with torch.inference_mode():
+        outputs = []
+        for model in (stock, folded):
+            cache = DynamicCache(config=model.config)
+            model(ids[:, :9], past_key_values=cache, use_cache=True)
+            outputs.append(model(ids[:, 9:], past_key_values=cache, use_cache=True).logits)
+    assert calls, "the folded path was not taken"
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
