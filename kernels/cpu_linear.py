@@ -23,12 +23,15 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
+log = logging.getLogger(__name__)
+
 CPU_LINEAR_ENV = "LIVEFIM_CPU_LINEAR"
-CPU_LINEAR_CHOICES = ("onednn", "torch")
+CPU_LINEAR_CHOICES = ("int8", "onednn", "torch")
 
 
 def onednn_available() -> bool:
@@ -36,13 +39,36 @@ def onednn_available() -> bool:
 
 
 def default_cpu_linear() -> str:
-    """``$LIVEFIM_CPU_LINEAR`` when set, else oneDNN where torch has it."""
+    """``$LIVEFIM_CPU_LINEAR`` when set, else int8 weights (``kernels/cpu_int8.py``); ``use_cpu_linears``
+    falls back to oneDNN, then torch, where a path is unavailable."""
     chosen = os.environ.get(CPU_LINEAR_ENV, "").strip().lower()
     if chosen:
         if chosen not in CPU_LINEAR_CHOICES:
             raise ValueError(f"{CPU_LINEAR_ENV} must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {chosen!r}")
         return chosen
-    return "onednn" if onednn_available() else "torch"
+    return "int8"
+
+
+def use_cpu_linears(model: torch.nn.Module, choice: str) -> str:
+    """Put a CPU model's linear layers on the ``choice`` path; returns the path actually used.
+
+    ``int8`` needs the compiled kernel (x86-64 with AVX2 and a C compiler) and
+    ``onednn`` a torch built with it; each falls back to the next path, logged.
+    """
+    if choice not in CPU_LINEAR_CHOICES:
+        raise ValueError(f"cpu_linear must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {choice!r}")
+    if choice == "int8":
+        from kernels.cpu_int8 import kernel_available, use_int8_linears
+
+        if kernel_available():
+            use_int8_linears(model)
+            return "int8"
+        log.warning("int8 CPU kernel unavailable (see the log above); using oneDNN fp32")
+        choice = "onednn"
+    if choice == "onednn" and onednn_available():
+        use_onednn_linears(model)
+        return "onednn"
+    return "torch"
 
 
 class OneDnnLinear(torch.nn.Module):

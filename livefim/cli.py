@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--decode-tokens", type=int, default=32)
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
-    model_bench.add_argument("--cpu-linear", default="onednn", help="comma list of CPU matmul paths to compare: onednn, torch")
+    model_bench.add_argument("--cpu-linear", default="onednn", help="comma list of CPU matmul paths to compare: int8, onednn, torch")
     model_bench.set_defaults(run=_cmd_bench)
     decode_bench = bench_sub.add_parser("decode", help="plain vs speculative decoding (lookup, draft model, both): tokens/s")
     decode_bench.add_argument("--model", default="qwen2.5-coder-1.5b")

@@ -34,15 +34,22 @@ def test_swapped_model_keeps_its_logits_and_greedy_choice(tiny_model, tokenizer)
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
 
 
-def test_real_model_loads_with_onednn_and_agrees_with_torch(real_model, tokenizer):
-    assert real_model.cpu_linear == default_cpu_linear() == "onednn"
-    reference = load_model(real_model.name, "cpu", cpu_linear="torch")
-    assert reference.cpu_linear == "torch"
+def test_real_model_loads_with_onednn_and_agrees_with_torch(tokenizer):
+    fast_model = load_model("qwen2.5-coder-0.5b", "cpu", cpu_linear="onednn")
+    reference = load_model("qwen2.5-coder-0.5b", "cpu", cpu_linear="torch")
+    assert fast_model.cpu_linear == "onednn" and reference.cpu_linear == "torch"
     ids = torch.tensor([tokenizer("import os\n\ndef list_python_files(root):\n    return [").input_ids])
     with torch.inference_mode():
-        fast, slow = real_model.model(ids).logits[0, -1], reference.model(ids).logits[0, -1]
+        fast, slow = fast_model.model(ids).logits[0, -1], reference.model(ids).logits[0, -1]
     assert torch.allclose(fast, slow, atol=2e-3, rtol=1e-4)
     assert int(fast.argmax()) == int(slow.argmax())
+
+
+def test_the_default_is_int8_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("LIVEFIM_CPU_LINEAR", raising=False)
+    assert default_cpu_linear() == "int8"
+    monkeypatch.setenv("LIVEFIM_CPU_LINEAR", "onednn")
+    assert default_cpu_linear() == "onednn"
 
 
 def test_bad_choice_is_a_clear_error(monkeypatch):

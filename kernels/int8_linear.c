@@ -1,0 +1,163 @@
+// y = x @ dequant(w).T + bias with int8 weights (one fp16 scale per 32 inputs of an output
+// channel) and fp32 activations, for x86-64 with AVX2, FMA and F16C. Built and loaded by
+// kernels/cpu_int8.py; the torch reference there defines what this must compute.
+//
+// Layout (made by pack_int8_weights in cpu_int8.py), T = ceil(N / 16) tiles of 16 channels:
+//   w:      [T][K][16] int8   -- tile t, input k, channel t*16 + j
+//   scales: [T][K/32][16] fp16
+// One k step loads 16 weights (16 bytes), widens them to two 8-float vectors, scales them and
+// adds x[m, k] * w to 2 accumulators per row, for up to ROWS rows at once, so the weights are
+// widened once per ROWS rows.  A decode step (1 row) is bound by reading the weights: 1 byte
+// per weight instead of fp32's 4.
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#define GROUP 32
+#define ROWS 4
+
+// acc[u][r][half]: U independent sums per row over interleaved k, so that one or two rows still
+// keep enough FMAs in flight (an FMA's latency is ~4 cycles; 8 chains hide it).
+static inline __attribute__((always_inline)) void tile_rows(
+    const float *x, int64_t K, const int8_t *wt, const uint16_t *st, int rows, int U, __m256 out[ROWS][2]) {
+  __m256 acc[4][ROWS][2];
+  for (int u = 0; u < 4; u++)
+    for (int r = 0; r < ROWS; r++) acc[u][r][0] = acc[u][r][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < K / GROUP; g++) {
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16)));
+    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16 + 8)));
+    const int8_t *wg = wt + g * GROUP * 16;
+    const float *xg = x + g * GROUP;
+    __m256 part[4][ROWS][2];  // this group's unscaled sums: one multiply by the scales per group, not per k
+    for (int u = 0; u < 4; u++)
+      for (int r = 0; r < ROWS; r++) part[u][r][0] = part[u][r][1] = _mm256_setzero_ps();
+    for (int kk = 0; kk < GROUP; kk += U) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; u++) {
+        if (u < U) {
+          const __m128i b = _mm_loadu_si128((const __m128i *)(wg + (kk + u) * 16));
+          const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+          const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+#pragma GCC unroll 4
+          for (int r = 0; r < ROWS; r++) {
+            if (r < rows) {
+              const __m256 xb = _mm256_broadcast_ss(xg + r * K + kk + u);
+              part[u][r][0] = _mm256_fmadd_ps(xb, w0, part[u][r][0]);
+              part[u][r][1] = _mm256_fmadd_ps(xb, w1, part[u][r][1]);
+            }
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; r++) {
+      if (r < rows) {
+        __m256 p0 = part[0][r][0], p1 = part[0][r][1];
+        for (int u = 1; u < 4; u++)
+          if (u < U) p0 = _mm256_add_ps(p0, part[u][r][0]), p1 = _mm256_add_ps(p1, part[u][r][1]);
+        acc[0][r][0] = _mm256_fmadd_ps(p0, s0, acc[0][r][0]);
+        acc[0][r][1] = _mm256_fmadd_ps(p1, s1, acc[0][r][1]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; r++) out[r][0] = acc[0][r][0], out[r][1] = acc[0][r][1];
+}
+
+static inline __attribute__((always_inline)) void store_rows(
+    float *y, int64_t N, int64_t n0, const float *bias, int rows, __m256 acc[ROWS][2]) {
+  for (int r = 0; r < rows; r++) {
+    float out[16];
+    _mm256_storeu_ps(out, acc[r][0]);
+    _mm256_storeu_ps(out + 8, acc[r][1]);
+    const int64_t width = N - n0 < 16 ? N - n0 : 16;
+    for (int64_t j = 0; j < width; j++) y[r * N + n0 + j] = out[j] + (bias ? bias[n0 + j] : 0.0f);
+  }
+}
+
+#define ROW_BLOCK(R, U)                                               \
+  static void row_block_##R(const float *x, int64_t K, const int8_t *wt, const uint16_t *st, \
+                            float *y, int64_t N, int64_t n0, const float *bias) {            \
+    __m256 acc[ROWS][2];                                              \
+    tile_rows(x, K, wt, st, R, U, acc);                                  \
+    store_rows(y, N, n0, bias, R, acc);                               \
+  }
+ROW_BLOCK(1, 4)
+ROW_BLOCK(2, 2)
+ROW_BLOCK(3, 2)
+ROW_BLOCK(4, 2)
+
+// Returns 0, or -1 when K is not a multiple of GROUP.
+int livefim_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *w, const uint16_t *scales,
+                        const float *bias, float *y, int64_t N) {
+  if (K % GROUP != 0) return -1;
+  const int64_t tiles = (N + 15) / 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; t++) {
+    const int8_t *wt = w + t * K * 16;
+    const uint16_t *st = scales + t * (K / GROUP) * 16;
+    for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+      const int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
+      const float *xm = x + m0 * K;
+      float *ym = y + m0 * N;
+      switch (rows) {
+        case 1: row_block_1(xm, K, wt, st, ym, N, t * 16, bias); break;
+        case 2: row_block_2(xm, K, wt, st, ym, N, t * 16, bias); break;
+        case 3: row_block_3(xm, K, wt, st, ym, N, t * 16, bias); break;
+        default: row_block_4(xm, K, wt, st, ym, N, t * 16, bias); break;
+      }
+    }
+  }
+  return 0;
+}
+
+// out[n - n0][k] = w[n][k] * scale[n][k / 32] for channels [n0, n1), n0 a multiple of 16: the
+// fp32 rows a large batch multiplies with an ordinary sgemm. Returns 0, or -1 on bad arguments.
+int livefim_int8_dequantize(const int8_t *w, const uint16_t *scales, int64_t K, int64_t n0, int64_t n1, float *out) {
+  if (K % GROUP != 0 || n0 % 16 != 0 || n1 < n0) return -1;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = n0 / 16; t < (n1 + 15) / 16; t++) {
+    const int8_t *wt = w + t * K * 16;
+    const uint16_t *st = scales + t * (K / GROUP) * 16;
+    const int64_t width = n1 - t * 16 < 16 ? n1 - t * 16 : 16;
+    float *rows = out + (t * 16 - n0) * K;
+    for (int64_t g = 0; g < K / GROUP; g++) {
+      float s[16];
+      _mm256_storeu_ps(s, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16))));
+      _mm256_storeu_ps(s + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16 + 8))));
+      for (int64_t k = g * GROUP; k < (g + 1) * GROUP; k++)
+        for (int64_t j = 0; j < width; j++) rows[j * K + k] = (float)wt[k * 16 + j] * s[j];
+    }
+  }
+  return 0;
+}
+
+// The tiled layout from fp32 weight rows w[N][K] (K a multiple of GROUP): per 32 inputs of a channel,
+// scale = fp16(max|w| / 127) (1 when the group is all zero), q = round-half-even(w / scale) clamped to
+// +-127; channels past N are zero. Same rounding as pack() in cpu_int8.py, which tests hold it to.
+int livefim_int8_pack(const float *w, int64_t N, int64_t K, int8_t *out, uint16_t *scales) {
+  if (K % GROUP != 0) return -1;
+  const int64_t tiles = (N + 15) / 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; t++) {
+    for (int64_t j = 0; j < 16; j++) {
+      const int64_t n = t * 16 + j;
+      for (int64_t g = 0; g < K / GROUP; g++) {
+        const float *src = w + n * K + g * GROUP;
+        float amax = 0.0f;
+        if (n < N)
+          for (int kk = 0; kk < GROUP; kk++) amax = fmaxf(amax, fabsf(src[kk]));
+        uint16_t half = _cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT);
+        float s = _cvtsh_ss(half);
+        if (s == 0.0f) half = _cvtss_sh(1.0f, _MM_FROUND_TO_NEAREST_INT), s = 1.0f;
+        scales[(t * (K / GROUP) + g) * 16 + j] = half;
+        for (int kk = 0; kk < GROUP; kk++) {
+          float q = n < N ? nearbyintf(src[kk] / s) : 0.0f;
+          q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+          out[(t * K + g * GROUP + kk) * 16 + j] = (int8_t)q;
+        }
+      }
+    }
+  }
+  return 0;
+}
