@@ -84,7 +84,7 @@ class RetrievedChunk:
 @dataclass(frozen=True)
 class RetrievalOptions:
     max_chunks: int = 8
-    per_file: int = 3
+    per_file: int = 5  # a module the line draws on (`_base.`) often holds the top 4-5 definitions: 3 cut them off
     names_before: int = 15  # prefix lines whose names are "near the cursor"
     names_after: int = 5  # suffix lines likewise
     scan_before: int = 120  # prefix lines searched for other uses of imported names
