@@ -1,4 +1,4 @@
-"""``livefim``: the one entry point (serve | lsp | complete | index | models | eval | bench).
+"""``livefim``: the one entry point (serve | lsp | complete | index | models | eval | bench | telemetry).
 
 Why argparse and lazy imports: ``livefim --help`` and ``livefim models list``
 must answer instantly, without importing torch.
@@ -63,7 +63,33 @@ def _open_repo(repo: str | None, command: str, context_tokens: int = 1024):
 def _cmd_lsp(args: argparse.Namespace) -> int:
     from lsp.server import run_stdio
 
-    run_stdio(engine_address=args.engine, model=args.model)
+    run_stdio(engine_address=args.engine, model=args.model, experiments_file=args.experiments)
+    return 0
+
+
+def _cmd_telemetry_report(args: argparse.Namespace) -> int:
+    from telemetry.report import format_table, summarize, write_plot
+    from telemetry.store import open_store
+
+    sources = args.store or [None]
+    try:
+        events = sorted((e for spec in sources for e in open_store(spec).read()), key=lambda e: e.time)
+    except Exception as error:  # noqa: BLE001 - a store that cannot be read: say which and why
+        print(f"livefim telemetry report: cannot read {', '.join(s or 'the default store' for s in sources)}: {error}", file=sys.stderr)
+        return 1
+    experiment = args.experiment
+    if experiment is None:
+        named = sorted({e.experiment for e in events if e.experiment})
+        experiment = named[-1] if len(named) == 1 else None
+        if len(named) > 1:
+            print(f"livefim telemetry report: several experiments ({', '.join(named)}); all suggestions shown, pick one with --experiment",
+                  file=sys.stderr)
+    summary = summarize(events, experiment)
+    if args.plot:
+        summary["plot"] = str(write_plot(events, args.plot, experiment))
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    if args.plot and not args.json:
+        print(f"\nplot: {summary['plot']}")
     return 0
 
 
@@ -371,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     lsp = sub.add_parser("lsp", help="run the language server on stdio")
     lsp.add_argument("--engine", default=None, help="HOST:PORT of a running `livefim serve` (default: in-process)")
     lsp.add_argument("--model", default=None)
+    lsp.add_argument("--experiments", default=None, metavar="FILE",
+                     help="A/B experiments, TOML (default: $LIVEFIM_HOME/experiments.toml when it exists)")
     lsp.set_defaults(run=_cmd_lsp)
 
     complete = sub.add_parser("complete", help="complete at a position of a file and print the suggestion")
@@ -406,6 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     install.set_defaults(run=_cmd_models)
     listing = models_sub.add_parser("list", help="show known and installed models")
     listing.set_defaults(run=_cmd_models)
+
+    telemetry = sub.add_parser("telemetry", help="suggestion telemetry and A/B experiment reports")
+    telemetry_sub = telemetry.add_subparsers(dest="action", required=True)
+    report = telemetry_sub.add_parser("report", help="per arm: shown, acceptance and persistence rates with 95%% intervals")
+    report.add_argument("--store", action="append", default=None,
+                        help="sqlite file or redis:// URL (repeatable; default: $LIVEFIM_HOME/telemetry.db)")
+    report.add_argument("--experiment", default=None, help="experiment name (default: the only one in the events)")
+    report.add_argument("--plot", default=None, metavar="FILE.html", help="write acceptance over time as an HTML/SVG chart")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(run=_cmd_telemetry_report)
 
     evaluate = sub.add_parser("eval", help="quality evaluations")
     eval_sub = evaluate.add_subparsers(dest="suite", required=True)

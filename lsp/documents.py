@@ -30,6 +30,15 @@ from engine.types import TextEdit
 from lsp.positions import Encoding, client_position_at, engine_position_at, line_starts, offset_at
 
 
+@dataclass(frozen=True)
+class AppliedChange:
+    """One client change as the engine sees it, plus where it fell in the text before it (code points)."""
+
+    edit: TextEdit
+    start: int
+    end: int
+
+
 @dataclass
 class MirroredDocument:
     uri: str
@@ -39,17 +48,26 @@ class MirroredDocument:
 
     def apply_change(self, change: lsp.TextDocumentContentChangeEvent, encoding: Encoding) -> TextEdit:
         """Apply one client change to the mirror; returns the same change as an engine edit."""
+        return self.apply(change, encoding).edit
+
+    def apply(self, change: lsp.TextDocumentContentChangeEvent, encoding: Encoding) -> AppliedChange:
+        """``apply_change``, also saying which code points of the old text it replaced."""
         if not isinstance(change, lsp.TextDocumentContentChangePartial):  # a whole-document replacement
-            edit = TextEdit(EngineRange(EnginePosition(0, 0), engine_position_at(self.text, len(self.text))), change.text)
+            end = len(self.text)
+            edit = TextEdit(EngineRange(EnginePosition(0, 0), engine_position_at(self.text, end)), change.text)
             self.text = change.text
-            return edit
+            return AppliedChange(edit, 0, end)
         starts = line_starts(self.text)
         start = offset_at(self.text, change.range.start, encoding, starts)
         end = offset_at(self.text, change.range.end, encoding, starts)
         start, end = min(start, end), max(start, end)  # a reversed range is a client bug; read it as the span
         edit = TextEdit(EngineRange(engine_position_at(self.text, start), engine_position_at(self.text, end)), change.text)
         self.text = self.text[:start] + change.text + self.text[end:]
-        return edit
+        return AppliedChange(edit, start, end)
+
+    def offset(self, position: lsp.Position, encoding: Encoding) -> int:
+        """Code-point offset of a client position (clamped into the document)."""
+        return offset_at(self.text, position, encoding)
 
     def engine_position(self, position: lsp.Position, encoding: Encoding) -> EnginePosition:
         """The engine position of a client position (clamped into the document)."""

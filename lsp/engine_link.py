@@ -82,3 +82,100 @@ class EngineConnection:
         self.client.close()
         if self.server is not None:
             self.server.stop(grace=1.0)
+
+
+class EngineLink:
+    """An ``EngineConnection`` plus whether the engine is reachable now.
+
+    Why: when a remote engine dies or restarts, every keystroke would otherwise
+    become a failed call and an error in the editor. Instead the first failure
+    that a health probe confirms marks the link down (one message), calls are
+    skipped while it is down (the mirrors keep the truth), a background thread
+    probes with backoff, and once the engine answers ``on_back`` runs (the
+    server re-sends every open document, in order with later edits) and the link
+    is up again (one message). A failure the probe does not confirm (the engine
+    answers but, say, its model failed to load) is the engine's own error and is
+    reported as such.
+    """
+
+    def __init__(self, connection: EngineConnection, on_down, on_back, probe_timeout_s: float = 1.0,  # noqa: ANN001
+                 max_backoff_s: float = 5.0) -> None:
+        import threading
+
+        self.connection = connection
+        self._on_down, self._on_back = on_down, on_back
+        self.probe_timeout_s, self.max_backoff_s = probe_timeout_s, max_backoff_s
+        self._up = True
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._prober = None
+        self.outages = 0
+
+    @property
+    def client(self) -> EngineClient:
+        return self.connection.client
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def reachable(self) -> bool:
+        """Blocking: does the engine answer a health check now?"""
+        try:
+            self.connection.client.wait_ready(self.probe_timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - unreachable in any way
+            return False
+
+    def failed(self, error: Exception) -> bool:
+        """Blocking (call off the event loop): after an UNAVAILABLE error, True when the engine is unreachable
+        (the link is then down and reconnecting), False when it answers (the error is the engine's own)."""
+        import threading
+
+        from engine.errors import ModelUnavailable
+
+        if not isinstance(error, ModelUnavailable) or self._stopped.is_set():
+            return False
+        with self._lock:
+            if not self._up:
+                return True
+        if self.reachable():
+            return False
+        with self._lock:
+            if not self._up:
+                return True
+            self._up = False
+            self.outages += 1
+            self._prober = threading.Thread(target=self._reconnect, name="livefim-engine-reconnect", daemon=True)
+            self._prober.start()
+        self._on_down(error)
+        return True
+
+    def mark_up(self) -> None:
+        """The documents are back on the engine: calls go through again."""
+        with self._lock:
+            self._up = True
+
+    def resync_failed(self) -> None:
+        """Re-sending the documents failed: stay down and probe again."""
+        import threading
+
+        with self._lock:
+            self._up = False
+            if self._stopped.is_set() or (self._prober is not None and self._prober.is_alive()):
+                return
+            self._prober = threading.Thread(target=self._reconnect, name="livefim-engine-reconnect", daemon=True)
+            self._prober.start()
+
+    def _reconnect(self) -> None:
+        backoff = 0.2
+        while not self._stopped.is_set():
+            if self.reachable():
+                self._on_back()  # queues the re-sending of the documents, which then calls mark_up
+                return
+            self._stopped.wait(backoff)
+            backoff = min(self.max_backoff_s, backoff * 2)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.connection.close()
