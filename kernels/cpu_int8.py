@@ -76,9 +76,9 @@ def pack_reference(weight: Tensor) -> PackedInt8:
     """Quantize ``weight [N, K]`` (K a multiple of 32): per 32 inputs of a channel, scale = max|w| / 127
     rounded to fp16, q = round(w / scale) (half to even). ``pack`` does the same in C.
 
-    >>> w = torch.tensor([[0.5, -1.0] * 16])
+    >>> w = torch.tensor([[0.5, -1.0] * 16])  # one group: max |w| = 1, scale = fp16(1/127)
     >>> p = pack_reference(w)
-    >>> p.weights[0, :2, 0].tolist(), float(p.scales[0, 0, 0]) * 127
+    >>> p.weights[0, :2, 0].tolist(), round(float(p.scales[0, 0, 0]) * 127, 3)
     ([64, -127], 1.0)
     """
     weight = weight.detach().float()
