@@ -206,6 +206,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_latency(args: argparse.Namespace) -> int:
+    import platform
+
+    from evals.bench_latency import bench_latency
+
+    result = bench_latency(args.package, args.old, args.new, max_keys=args.max_keys, seed=args.seed, key_ms=args.key_ms,
+                           files=args.files, model=args.model, engine=args.engine, progress=_progress_printer("typed", "steps"))
+    result["machine"] = f"{platform.machine()} {os.cpu_count()} cores; linear path {os.environ.get('LIVEFIM_CPU_LINEAR', 'default')}"
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_decode(args: argparse.Namespace) -> int:
     from evals.bench_decode import KINDS, SpeculationSettings, bench_decode
 
@@ -309,8 +321,8 @@ def _cmd_eval_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(label: str):
-    """A ``progress(done, total)`` that redraws one stderr line, at most every 1% of the files."""
+def _progress_printer(label: str, unit: str = "files"):
+    """A ``progress(done, total)`` that redraws one stderr line, at most every 1% of the total."""
     shown = {"step": -1}
 
     def progress(done: int, total: int) -> None:
@@ -318,7 +330,7 @@ def _progress_printer(label: str):
         if step != shown["step"] or done == total:
             shown["step"] = step
             end = "\n" if done == total else ""
-            print(f"\r{label} {done}/{total} files", end=end, file=sys.stderr, flush=True)
+            print(f"\r{label} {done}/{total} {unit}", end=end, file=sys.stderr, flush=True)
 
     return progress
 
@@ -524,6 +536,17 @@ def build_parser() -> argparse.ArgumentParser:
     edit_bench.add_argument("--edits", default="insert,delete,replace,multi")
     edit_bench.add_argument("--device", default=None)
     edit_bench.set_defaults(run=_cmd_bench_edit)
+    latency_bench = bench_sub.add_parser("latency", help="type a real release diff into livefim lsp: keystroke-to-suggestion p50/p95")
+    latency_bench.add_argument("--package", default="requests")
+    latency_bench.add_argument("--old", default="2.31.0")
+    latency_bench.add_argument("--new", default="2.32.0")
+    latency_bench.add_argument("--max-keys", type=int, default=400, help="keystrokes to type (the session stops there)")
+    latency_bench.add_argument("--files", type=int, default=3, help="changed files of the release to replay")
+    latency_bench.add_argument("--key-ms", type=float, default=140.0, help="median gap between keystrokes")
+    latency_bench.add_argument("--seed", type=int, default=0)
+    latency_bench.add_argument("--model", default=None)
+    latency_bench.add_argument("--engine", default=None, help="HOST:PORT of a running livefim serve (default: embedded)")
+    latency_bench.set_defaults(run=_cmd_bench_latency)
     context_bench = bench_sub.add_parser("context", help="index build files/s, update latency, retrieval p50/p95")
     context_bench.add_argument("--repo", default=None, help="repository (default: this Python's standard library)")
     context_bench.add_argument("--cursors", type=int, default=200)
