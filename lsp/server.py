@@ -764,6 +764,10 @@ def stats_request(ls: LivefimLanguageServer, params: Any) -> dict[str, Any]:
         "telemetry_pending": ls.recorder.pending, "telemetry_written": ls.recorder.written,
         "persistence_pending": ls.ledger.pending_checks, "experiment": ls.experiment_name,
         "arm": ls.arm.name if ls.arm else None,
+        "settings": {"engine": ls.settings.engine, "model": ls.settings.model, "max_lines": ls.settings.max_lines,
+                     "debounce_ms": ls.settings.debounce_ms, "telemetry_enabled": ls.settings.telemetry_enabled},
+        "repository": str(ls.workspace_root) if ls.workspace_root else None,
+        "repository_indexed": bool(ls.link and ls.link.connection.engine is not None and ls.link.connection.engine.repo_context),
     }
 
 

@@ -264,3 +264,71 @@ async def test_telemetry_off_records_nothing(client: LanguageClient, engine: tup
     await asyncio.sleep(0.8)
     assert (await stats(client))["telemetry_written"] == 0
     assert _events(database) == []
+
+
+# -- settings and the workspace ------------------------------------------------------------
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_COMMAND, server_env=_server_env(LIVEFIM_TINY_MODEL="1")))
+async def configured_client(lsp_client: LanguageClient) -> AsyncIterator[None]:
+    lsp_client.set_configuration({"maxLines": 2, "debounceMs": 40, "telemetry": {"enabled": False}}, section="livefim")
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_settings_come_from_workspace_configuration_and_follow_changes(configured_client: LanguageClient) -> None:
+    capabilities = lsp.ClientCapabilities(
+        workspace=lsp.WorkspaceClientCapabilities(configuration=True),
+        text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()))
+    await request(configured_client.initialize_session(lsp.InitializeParams(capabilities=capabilities)))
+    for _ in range(100):
+        settings = (await stats(configured_client))["settings"]
+        settings = settings._asdict() if hasattr(settings, "_asdict") else settings
+        if settings["max_lines"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    settings = settings._asdict() if hasattr(settings, "_asdict") else settings
+    assert (settings["max_lines"], settings["debounce_ms"], settings["telemetry_enabled"]) == (2, 40, False)
+    configured_client.set_configuration({"maxLines": 7, "debounceMs": None, "telemetry": {"enabled": False}}, section="livefim")
+    configured_client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
+    for _ in range(100):
+        settings = (await stats(configured_client))["settings"]
+        settings = settings._asdict() if hasattr(settings, "_asdict") else settings
+        if settings["max_lines"] == 7:
+            break
+        await asyncio.sleep(0.05)
+    assert (settings["max_lines"], settings["debounce_ms"]) == (7, None)
+    configured_client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"livefim": {"maxLines": 0}}))
+    for _ in range(100):
+        if any("maxLines must be" in m.message for m in configured_client.log_messages):
+            break
+        await asyncio.sleep(0.05)
+    assert any("maxLines must be an integer from 1 to 200, got 0" in m.message for m in configured_client.log_messages)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_COMMAND, server_env=_server_env(LIVEFIM_TINY_MODEL="1")))
+async def embedded_client(lsp_client: LanguageClient) -> AsyncIterator[None]:
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_the_workspace_folder_is_indexed_for_the_embedded_engine(embedded_client: LanguageClient, tmp_path: Path) -> None:
+    repo = tmp_path / "geo"
+    repo.mkdir()
+    (repo / "shapes.py").write_text("class Circle:\n    def __init__(self, r):\n        self.r = r\n")
+    (repo / "app.py").write_text("from shapes import Circle\n\nc = Circle(2)\n")
+    await request(embedded_client.initialize_session(lsp.InitializeParams(
+        capabilities=lsp.ClientCapabilities(window=lsp.WindowClientCapabilities(work_done_progress=True)),
+        workspace_folders=[lsp.WorkspaceFolder(uri=repo.as_uri(), name="geo")],
+        initialization_options={"telemetry": {"enabled": False}})))
+    for _ in range(600):
+        if (await stats(embedded_client))["repository_indexed"]:
+            break
+        await asyncio.sleep(0.1)
+    counters = await stats(embedded_client)
+    assert counters["repository"] == str(repo) and counters["repository_indexed"] is True
+    assert any(f"indexed {repo} (2 files" in m.message for m in embedded_client.log_messages), embedded_client.log_messages
+    uri = (repo / "app.py").as_uri()
+    open_document(embedded_client, uri, "from shapes import Circle\n\nc = Circle(2)\nd = \n")
+    assert len((await inline_completion(embedded_client, uri, lsp.Position(line=3, character=4), AUTOMATIC)).items) <= 1
+    assert errors_logged(embedded_client) == []
