@@ -37,6 +37,7 @@ from pathlib import Path
 from context.index import Progress, build_index
 from context.retrieve import RetrievalOptions, retrieve
 from context.store import DiskStore
+from evals.machine import machine_facts
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -152,7 +153,8 @@ def bench_context(
     }
     return {
         "repo": str(repo),
-        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+        **machine_facts(),
+        "python": platform.python_version(),
         "build": build,
         "persistence": persistence,
         "update": update,

@@ -17,7 +17,6 @@ Each mode starts from the same exactly-encoded session of the old text.
 
 from __future__ import annotations
 
-import platform
 import sysconfig
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from cache.tokens import CharEdit, tokenize
 from engine.documents import line_starts
 from engine.prompt import build_fim_prompt, session_header_ids
 from engine.runtime import load_model
+from evals.machine import machine_facts
 
 SOURCE_FILES = ("argparse.py", "inspect.py", "typing.py", "pathlib.py")
 EDIT_KINDS = ("insert", "delete", "replace", "multi")
@@ -148,6 +148,6 @@ def bench_edit(model_name: str | None, sizes: list[int], kinds: list[str], devic
         "model": loaded.name,
         "device": str(loaded.device),
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **machine_facts(),
         "results": results,
     }

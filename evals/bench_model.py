@@ -9,7 +9,6 @@ token.
 
 from __future__ import annotations
 
-import platform
 import sysconfig
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from transformers import DynamicCache
 from cache import kv
 from engine.install import installed
 from engine.runtime import load_model
+from evals.machine import machine_facts
 
 
 def stdlib_code_tokens(tokenizer, count: int) -> list[int]:
@@ -78,7 +78,7 @@ def bench_model(
         "dtype": str(model.get_input_embeddings().weight.dtype),
         "cpu_linear": loaded.cpu_linear,
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **machine_facts(),
         "install_seconds": found.install_seconds if found else None,
         "results": results,
     }
@@ -114,4 +114,4 @@ def bench_llamacpp(name: str, contexts: list[int], decode_tokens: int = 32, thre
                         "decode_ms_per_token": round(decode_s * 1000 / decode_tokens, 1)})
         del llm
     return {"bench": "model", "model": name, "engine": "llama.cpp (llama-cpp-python)", "threads": threads,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "results": results}
+            **machine_facts(), "results": results}

@@ -6,7 +6,9 @@ must see at a glance what produced a table.
 
 from __future__ import annotations
 
+import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,5 +21,27 @@ def run_facts(loaded: Any) -> dict:
         "device": str(loaded.device),
         "cpu_linear": getattr(loaded, "cpu_linear", "torch"),
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **machine_facts(),
     }
+
+
+def machine_facts() -> dict:
+    """Architecture and CPU of this machine, for every JSON report: ``{"machine": "x86_64", "cpu": "..."}``."""
+    return {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu": cpu_description()}
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, core count and widest vector unit, e.g. ``"AMD EPYC 7B13, 2 cores, avx2"``.
+
+    Why: these machines differ from run to run (AVX2-only EPYC one day, an
+    AVX-512/AMX Xeon the next) and CPU numbers mean little without it.
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.split(":", 1)[1].split()) if ":" in flags_line else set()
+    vector = next((unit for unit in ("amx_int8", "avx512f", "avx2") if unit in flags), "no avx2")
+    return f"{name}, {os.cpu_count()} cores, {vector.replace('_int8', '')}"
