@@ -19,7 +19,7 @@ from transformers import DynamicCache
 from cache import kv
 from engine.install import installed
 from engine.runtime import load_model
-from evals.machine import machine_facts
+from evals.machine import cpu_linear_description, machine_facts
 
 
 def stdlib_code_tokens(tokenizer, count: int) -> list[int]:
@@ -76,7 +76,7 @@ def bench_model(
         "model": name,
         "device": str(loaded.device),
         "dtype": str(model.get_input_embeddings().weight.dtype),
-        "cpu_linear": loaded.cpu_linear,
+        "cpu_linear": cpu_linear_description(loaded.cpu_linear),
         "threads": torch.get_num_threads(),
         **machine_facts(),
         "install_seconds": found.install_seconds if found else None,

@@ -19,10 +19,19 @@ def run_facts(loaded: Any) -> dict:
     return {
         "model": loaded.name,
         "device": str(loaded.device),
-        "cpu_linear": getattr(loaded, "cpu_linear", "torch"),
+        "cpu_linear": cpu_linear_description(getattr(loaded, "cpu_linear", "torch")),
         "threads": torch.get_num_threads(),
         **machine_facts(),
     }
+
+
+def cpu_linear_description(path: str) -> str:
+    """``"int8 (avx512)"`` for the int8 path (which kernel variant ran), the path's name otherwise."""
+    if path != "int8":
+        return path
+    from kernels.cpu_int8 import default_isa
+
+    return f"int8 ({default_isa()})"
 
 
 def machine_facts() -> dict:

@@ -12,8 +12,8 @@ in the 1.5B; the 0.5B's Q8_0 tensors round-trip exactly). Measured on real code:
 Activation quantization (torch's dynamic int8) is faster still but changed a
 fifth of the 1.5B's argmax choices in the same check, so it is not used.
 
-The kernel (``int8_linear.c``, AVX2 + FMA + F16C, OpenMP through torch's own
-runtime) is compiled once with the system C compiler into
+The kernel (``int8_linear.c``, AVX2 + FMA + F16C, and an AVX-512F variant
+used where the CPU has it; OpenMP through torch's own runtime) is compiled once with the system C compiler into
 ``~/.cache/livefim/kernels``. Batches of more than ``SMALL_BATCH`` rows
 (prefill) dequantize the weights a slice at a time and use torch's sgemm,
 which is faster there. Without a compiler or AVX2, ``kernel_available()`` is
@@ -120,14 +120,39 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("LIVEFIM_HOME") or Path.home() / ".cache" / "livefim") / "kernels"
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[1].split()) if ":" in line else set()
+
+
 def _cpu_supports_kernel() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return all(f" {flag}" in flags for flag in ("avx2", "fma", "f16c"))
+    return {"avx2", "fma", "f16c"} <= _cpu_flags()
+
+
+def available_isas() -> tuple[str, ...]:
+    """Kernel variants this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``."""
+    if not _cpu_supports_kernel():
+        return ()
+    return ("avx2", "avx512") if "avx512f" in _cpu_flags() else ("avx2",)
+
+
+def default_isa() -> str:
+    """The variant ``linear`` uses: the widest available, unless ``$LIVEFIM_INT8_ISA`` names another.
+
+    Why a switch: the AVX-512 variant is new, and a user (or a benchmark) must be
+    able to compare it with the AVX2 one on the same machine."""
+    isas = available_isas()
+    wanted = os.environ.get("LIVEFIM_INT8_ISA")
+    if wanted:
+        if wanted not in isas:
+            raise RuntimeError(f"LIVEFIM_INT8_ISA={wanted!r}, but this CPU runs {', '.join(isas) or 'neither variant'}")
+        return wanted
+    return isas[-1] if isas else "avx2"
 
 
 def _build(target: Path) -> None:
@@ -165,6 +190,8 @@ def load_library() -> ctypes.CDLL:
         pointer, size = ctypes.c_void_p, ctypes.c_int64
         library.livefim_int8_linear.argtypes = [pointer, size, size, pointer, pointer, pointer, pointer, size]
         library.livefim_int8_linear.restype = ctypes.c_int
+        library.livefim_int8_linear_avx512.argtypes = library.livefim_int8_linear.argtypes
+        library.livefim_int8_linear_avx512.restype = ctypes.c_int
         library.livefim_int8_dequantize.argtypes = [pointer, pointer, size, size, size, pointer]
         library.livefim_int8_dequantize.restype = ctypes.c_int
         library.livefim_int8_pack.argtypes = [pointer, size, size, pointer, pointer]
@@ -198,9 +225,11 @@ def pack(weight: Tensor) -> PackedInt8:
     return PackedInt8(weights, scales, n)
 
 
-def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None) -> Tensor:
-    """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out."""
+def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
+    """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out. ``isa`` picks the variant
+    (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
     library = load_library()
+    isa = isa or _isa()
     k, n = packed.in_features, packed.out_features
     assert x.shape[-1] == k, f"x has {x.shape[-1]} features, the layer takes {k}"
     rows = x.reshape(-1, k).float().contiguous()
@@ -208,7 +237,8 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None) -> Tensor:
     bias32 = None if bias is None else bias.detach().float().contiguous()
     if m <= SMALL_BATCH:
         out = torch.empty(m, n, dtype=torch.float32)
-        status = library.livefim_int8_linear(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
+        kernel = library.livefim_int8_linear_avx512 if isa == "avx512" else library.livefim_int8_linear
+        status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
                                              None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"
     else:
@@ -232,6 +262,16 @@ def _dequantized_matmul(library: ctypes.CDLL, rows: Tensor, packed: PackedInt8, 
         out[:, n0:n1] = part
     assert out is not None
     return out
+
+
+_chosen_isa: str | None = None
+
+
+def _isa() -> str:
+    global _chosen_isa
+    if _chosen_isa is None:
+        _chosen_isa = default_isa()
+    return _chosen_isa
 
 
 _scratch_local = threading.local()
@@ -276,6 +316,7 @@ def use_int8_linears(model: torch.nn.Module) -> int:
     """Replace every fp32 CPU ``nn.Linear`` whose inputs are a multiple of 32 by ``Int8Linear``; returns how many.
 
     A tied output layer gets its own int8 copy, so the input embedding stays fp32."""
+    _isa()  # a bad $LIVEFIM_INT8_ISA fails here, at load, not in the middle of a forward
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -40,16 +40,27 @@ def test_quantization_error_is_at_most_half_a_step():
     assert float(error[0, :32].max()) == 0.0
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 17, 128, 129, 300])
+@pytest.mark.parametrize("isa", cpu_int8.available_isas())
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 128, 129, 300])
 @pytest.mark.parametrize("bias", [True, False])
-def test_kernel_equals_reference_for_every_batch_size(rows, bias):
-    # 1-4 rows take each unrolled kernel block, 5-128 several blocks, 129+ the dequantize + sgemm path
+def test_kernel_equals_reference_for_every_batch_size(rows, bias, isa):
+    # every unrolled row block of each variant (AVX2: 1-4, AVX-512: 1-8), several blocks up to 128 rows,
+    # 129+ the dequantize + sgemm path; 70 channels leave a partial last tile
     n, k = 70, 96
     packed = pack(_weights(n, k))
     b = torch.randn(n) if bias else None
     x = torch.randn(rows, k)
     expected = linear_reference(x, packed, b)
-    assert torch.allclose(linear(x, packed, b), expected, atol=1e-4, rtol=1e-5)
+    assert torch.allclose(linear(x, packed, b, isa=isa), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_a_variant_the_cpu_lacks_is_refused_by_name(monkeypatch):
+    monkeypatch.setattr(cpu_int8, "available_isas", lambda: ("avx2",))
+    monkeypatch.setenv("LIVEFIM_INT8_ISA", "avx512")
+    with pytest.raises(RuntimeError, match="LIVEFIM_INT8_ISA='avx512'"):
+        cpu_int8.default_isa()
+    monkeypatch.setenv("LIVEFIM_INT8_ISA", "avx2")
+    assert cpu_int8.default_isa() == "avx2"
 
 
 def test_large_batches_split_a_big_weight_into_slices(monkeypatch):
