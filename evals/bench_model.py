@@ -9,9 +9,13 @@ token.
 
 from __future__ import annotations
 
+import importlib.util
+import multiprocessing
+import signal
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from transformers import DynamicCache
@@ -86,17 +90,65 @@ def bench_model(
 
 def bench_llamacpp(name: str, contexts: list[int], decode_tokens: int = 32, threads: int | None = None) -> dict:
     """The same measurement through llama.cpp (``pip install llama-cpp-python``) on the model's own GGUF file:
-    what a user would run instead. Prefill is one ``eval`` of the prompt; decode feeds one token per step."""
+    what a user would run instead. Prefill is one ``eval`` of the prompt; decode feeds one token per step.
+
+    It runs in a child process: a llama.cpp build can use instructions the CPU
+    refuses (AMX tiles on a VM that does not enable them) and die of SIGILL,
+    and that must not take the numbers already measured with it.
+    """
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise RuntimeError("llama.cpp comparison needs `pip install llama-cpp-python` (not a livefim dependency)")
     try:
-        from llama_cpp import Llama
-    except ImportError as error:
-        raise RuntimeError("llama.cpp comparison needs `pip install llama-cpp-python` (not a livefim dependency)") from error
+        return run_isolated(_time_llamacpp, name, contexts, decode_tokens, threads or torch.get_num_threads())
+    except ChildDied as died:
+        hint = (": an instruction this CPU refuses; rebuild it for this machine, e.g. CMAKE_ARGS='-DGGML_NATIVE=OFF "
+                "-DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF' pip install --force-reinstall "
+                "--no-deps llama-cpp-python") if died.exitcode == -signal.SIGILL else ""
+        raise RuntimeError(f"llama.cpp {died} while timing {name}{hint}") from died
+
+
+class ChildDied(RuntimeError):
+    """The child process of ``run_isolated`` ended without an answer; ``exitcode`` is -signal when killed."""
+
+    def __init__(self, exitcode: int) -> None:
+        self.exitcode = exitcode
+        why = f"signal {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit status {exitcode}"
+        super().__init__(f"died of {why}")
+
+
+def run_isolated(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a fresh (spawned) process; its result, its exception re-raised as RuntimeError,
+    or ``ChildDied`` when the process ends without answering (a crash in native code)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_answer, args=(sender, function, args), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        ok, value = receiver.recv()
+    except EOFError:
+        child.join()
+        raise ChildDied(child.exitcode or 0) from None
+    child.join()
+    if not ok:
+        raise RuntimeError(value)
+    return value
+
+
+def _answer(sender: Any, function: Callable[..., Any], args: tuple) -> None:
+    try:
+        sender.send((True, function(*args)))
+    except Exception as error:  # reported to the parent, which raises it
+        sender.send((False, f"{type(error).__name__}: {error}"))
+
+
+def _time_llamacpp(name: str, contexts: list[int], decode_tokens: int, threads: int) -> dict:
+    from llama_cpp import Llama
     from transformers import AutoTokenizer
 
     from engine.install import gguf_file, model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir(name))
-    threads = threads or torch.get_num_threads()
     results = []
     for context in contexts:
         ids = stdlib_code_tokens(tokenizer, context + decode_tokens)

@@ -205,19 +205,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.llamacpp:
         from evals.bench_model import bench_llamacpp
 
-        results += [bench_llamacpp(name, contexts, args.decode_tokens) for name in args.models]
+        failed = False
+        for name in args.models:
+            try:
+                results.append(bench_llamacpp(name, contexts, args.decode_tokens))
+            except RuntimeError as error:
+                print(f"livefim bench model: {error}", file=sys.stderr)
+                results.append({"bench": "model", "model": name, "engine": "llama.cpp", "error": str(error)})
+                failed = True
+        print(json.dumps(results, indent=2))
+        return 1 if failed else 0
     print(json.dumps(results, indent=2))
     return 0
 
 
 def _cmd_bench_latency(args: argparse.Namespace) -> int:
-    import platform
-
     from evals.bench_latency import bench_latency
+    from evals.machine import cpu_linear_description, machine_facts
 
     result = bench_latency(args.package, args.old, args.new, max_keys=args.max_keys, seed=args.seed, key_ms=args.key_ms,
                            files=args.files, model=args.model, engine=args.engine, progress=_progress_printer("typed", "steps"))
-    result["machine"] = f"{platform.machine()} {os.cpu_count()} cores; linear path {os.environ.get('LIVEFIM_CPU_LINEAR', 'default')}"
+    result.update(machine_facts())
+    if args.engine is None:  # the engine runs inside the language server, on this machine
+        from kernels.cpu_linear import default_cpu_linear
+
+        result["cpu_linear"] = cpu_linear_description(default_cpu_linear())
     print(json.dumps(result, indent=2))
     return 0
 
