@@ -85,13 +85,14 @@ GROUPED_ATTENTION = "livefim_gqa"
 def _grouped_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                                is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, except that a masked pass over several tokens folds the query heads
-    (``kernels/attention.py``) instead of repeating every cached key and value for each of them."""
+    """transformers' SDPA attention, except that decode steps and masked passes over several tokens fold the
+    query heads (``kernels/attention.py``) instead of repeating every cached key and value for each of them."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from kernels.attention import grouped_query_attention
 
-    if attention_mask is None or query.shape[2] == 1 or getattr(module, "num_key_value_groups", 1) == 1 or dropout:
+    # No mask over several tokens may mean is_causal: transformers' path knows how to read that.
+    if (attention_mask is None and query.shape[2] > 1) or getattr(module, "num_key_value_groups", 1) == 1 or dropout:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     out = grouped_query_attention(query, key, value, attention_mask, scaling)  # [B, H, Q, D]

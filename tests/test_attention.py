@@ -49,3 +49,27 @@ def test_model_with_folded_attention_equals_sdpa_on_a_cache(tiny_model, tokenize
             outputs.append(model(ids[:, 9:], past_key_values=cache, use_cache=True).logits)
     assert calls, "the folded path was not taken"
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_decode_steps_take_the_folded_path_and_match_sdpa(tiny_model, tokenizer, monkeypatch):
+    """One token at a time on a cache with reserved room (keys are a strided view): stock SDPA's logits."""
+    from cache import kv
+
+    folded = tiny_model.model
+    stock = Qwen2ForCausalLM(copy.deepcopy(folded.config)).eval()
+    stock.load_state_dict(folded.state_dict())
+    stock.set_attn_implementation("sdpa")
+    calls = []
+    real = attention.grouped_query_attention
+    monkeypatch.setattr(attention, "grouped_query_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    ids = torch.tensor([tokenizer("class Stack:\n    def push(self, item):\n        self.items.append(item)\n").input_ids])
+    with torch.inference_mode():
+        steps = []
+        for model in (stock, folded):
+            cache = DynamicCache(config=model.config)
+            model(ids[:, :6], past_key_values=cache, use_cache=True)
+            kv.reserve(cache, ids.shape[1])
+            steps.append([model(ids[:, i : i + 1], past_key_values=cache, use_cache=True).logits for i in range(6, ids.shape[1])])
+    assert calls and all(shape[2] == 1 for shape in calls), "decode steps did not take the folded path"
+    for expected, got in zip(*steps):
+        assert torch.allclose(expected, got, atol=1e-5)
