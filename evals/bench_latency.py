@@ -112,6 +112,17 @@ async def replay(opened: dict[str, str], steps: list, server_command: list[str],
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("livefim-bench", "0")
+    ready = asyncio.Event()
+    not_ready: list[str] = []
+
+    @client.feature(lsp.WINDOW_LOG_MESSAGE)
+    def _log(params: lsp.LogMessageParams) -> None:
+        if params.message.startswith("livefim: ready"):
+            ready.set()
+        elif params.message.startswith("livefim: engine not ready"):
+            not_ready.append(params.message)
+            ready.set()
+
     await client.start_io(server_command[0], *server_command[1:], env=env)
     capabilities = lsp.ClientCapabilities(
         general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf32]),
@@ -134,18 +145,19 @@ async def replay(opened: dict[str, str], steps: list, server_command: list[str],
         items = result.items if result is not None else []
         return (items[0].insert_text if items else ""), (time.perf_counter() - sent) * 1000
 
-    # warm up: the model loads and each file's KV session is encoded before the user starts typing
+    # warm up: the model loads (the server logs "livefim: ready") and each file's KV session is encoded
+    # before the user starts typing. An empty suggestion is a fine answer here: at the top of a file the
+    # model may well have nothing to say.
     started = time.perf_counter()
-    first = next(iter(opened), None)
-    warm_up_ms = None
-    if first is not None:
-        deadline = time.perf_counter() + warm_up_timeout_s
-        while time.perf_counter() < deadline:
-            text, _ = await ask(first, 0, 0)
-            if text:
-                break
-            await asyncio.sleep(1.0)
-        warm_up_ms = round((time.perf_counter() - started) * 1000, 1)
+    try:
+        await asyncio.wait_for(ready.wait(), warm_up_timeout_s)
+    except asyncio.TimeoutError:
+        raise RuntimeError(f"livefim lsp was not ready after {warm_up_timeout_s:.0f} s") from None
+    if not_ready:
+        raise RuntimeError(not_ready[0])
+    for uri in opened:
+        await ask(uri, 0, 0)
+    warm_up_ms = round((time.perf_counter() - started) * 1000, 1)
 
     pending: list[tuple[asyncio.Task, bool, str]] = []
     for index, step in enumerate(steps):
