@@ -87,28 +87,32 @@ ROW_BLOCK(2, 2)
 ROW_BLOCK(3, 2)
 ROW_BLOCK(4, 2)
 
-// Returns 0, or -1 when K is not a multiple of GROUP.
-int livefim_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *w, const uint16_t *scales,
-                        const float *bias, float *y, int64_t N) {
+typedef void (*row_block_fn)(const float *x, int64_t K, const int8_t *wt, const uint16_t *st, float *y, int64_t N,
+                             int64_t n0, const float *bias);
+
+// Every 16-channel tile (one OpenMP iteration each) times the rows, in blocks of up to `block` rows:
+// blocks[r - 1] computes r rows. Returns 0, or -1 when K is not a multiple of GROUP.
+static int run_tiles(const float *x, int64_t M, int64_t K, const int8_t *w, const uint16_t *scales, const float *bias,
+                     float *y, int64_t N, int64_t block, const row_block_fn *blocks) {
   if (K % GROUP != 0) return -1;
   const int64_t tiles = (N + 15) / 16;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; t++) {
     const int8_t *wt = w + t * K * 16;
     const uint16_t *st = scales + t * (K / GROUP) * 16;
-    for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-      const int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
-      const float *xm = x + m0 * K;
-      float *ym = y + m0 * N;
-      switch (rows) {
-        case 1: row_block_1(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 2: row_block_2(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 3: row_block_3(xm, K, wt, st, ym, N, t * 16, bias); break;
-        default: row_block_4(xm, K, wt, st, ym, N, t * 16, bias); break;
-      }
+    for (int64_t m0 = 0; m0 < M; m0 += block) {
+      const int64_t rows = M - m0 < block ? M - m0 : block;
+      blocks[rows - 1](x + m0 * K, K, wt, st, y + m0 * N, N, t * 16, bias);
     }
   }
   return 0;
+}
+
+static const row_block_fn avx2_blocks[ROWS] = {row_block_1, row_block_2, row_block_3, row_block_4};
+
+int livefim_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *w, const uint16_t *scales,
+                        const float *bias, float *y, int64_t N) {
+  return run_tiles(x, M, K, w, scales, bias, y, N, ROWS, avx2_blocks);
 }
 
 // The same product with AVX-512F, for CPUs that have it: one 16-float register holds a whole tile
@@ -172,34 +176,15 @@ ROW_BLOCK_512(6, 1)
 ROW_BLOCK_512(7, 1)
 ROW_BLOCK_512(8, 1)
 
+static const row_block_fn avx512_blocks[ROWS512] = {row_block_512_1, row_block_512_2, row_block_512_3, row_block_512_4,
+                                                   row_block_512_5, row_block_512_6, row_block_512_7, row_block_512_8};
+#pragma GCC pop_options
+
 // livefim_int8_linear with AVX-512F; call it only where the CPU has AVX-512F (cpu_int8.py checks).
 int livefim_int8_linear_avx512(const float *x, int64_t M, int64_t K, const int8_t *w, const uint16_t *scales,
                                const float *bias, float *y, int64_t N) {
-  if (K % GROUP != 0) return -1;
-  const int64_t tiles = (N + 15) / 16;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tiles; t++) {
-    const int8_t *wt = w + t * K * 16;
-    const uint16_t *st = scales + t * (K / GROUP) * 16;
-    for (int64_t m0 = 0; m0 < M; m0 += ROWS512) {
-      const int64_t rows = M - m0 < ROWS512 ? M - m0 : ROWS512;
-      const float *xm = x + m0 * K;
-      float *ym = y + m0 * N;
-      switch (rows) {
-        case 1: row_block_512_1(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 2: row_block_512_2(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 3: row_block_512_3(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 4: row_block_512_4(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 5: row_block_512_5(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 6: row_block_512_6(xm, K, wt, st, ym, N, t * 16, bias); break;
-        case 7: row_block_512_7(xm, K, wt, st, ym, N, t * 16, bias); break;
-        default: row_block_512_8(xm, K, wt, st, ym, N, t * 16, bias); break;
-      }
-    }
-  }
-  return 0;
+  return run_tiles(x, M, K, w, scales, bias, y, N, ROWS512, avx512_blocks);
 }
-#pragma GCC pop_options
 
 // out[n - n0][k] = w[n][k] * scale[n][k / 32] for channels [n0, n1), n0 a multiple of 16: the
 // fp32 rows a large batch multiplies with an ordinary sgemm. Returns 0, or -1 on bad arguments.

@@ -30,16 +30,23 @@ def test_a_mask_of_the_wrong_shape_is_refused():
         grouped_query_attention(q, k, k, torch.ones(1, 1, 3, 5, dtype=torch.bool))
 
 
-def test_model_with_folded_attention_equals_sdpa_on_a_cache(tiny_model, tokenizer, monkeypatch):
-    """Several tokens fed on a cache (the masked case the fold is for): same logits as stock SDPA."""
-    folded = tiny_model.model
-    assert folded.config._attn_implementation == runtime.GROUPED_ATTENTION
-    stock = Qwen2ForCausalLM(copy.deepcopy(folded.config)).eval()  # its own config: the attention choice lives there
+def _stock_twin_and_spy(folded, monkeypatch):
+    """The same weights on stock SDPA (its own config: the attention choice lives there), and a list that
+    records the query shape of every call of the folded path."""
+    stock = Qwen2ForCausalLM(copy.deepcopy(folded.config)).eval()
     stock.load_state_dict(folded.state_dict())
     stock.set_attn_implementation("sdpa")
     calls = []
     real = attention.grouped_query_attention
     monkeypatch.setattr(attention, "grouped_query_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    return stock, calls
+
+
+def test_model_with_folded_attention_equals_sdpa_on_a_cache(tiny_model, tokenizer, monkeypatch):
+    """Several tokens fed on a cache (the masked case the fold is for): same logits as stock SDPA."""
+    folded = tiny_model.model
+    assert folded.config._attn_implementation == runtime.GROUPED_ATTENTION
+    stock, calls = _stock_twin_and_spy(folded, monkeypatch)
     ids = torch.tensor([tokenizer("def area(r):\n    return 3.14 * r * r\n\nprint(area(2))\n").input_ids])
     with torch.inference_mode():
         outputs = []
@@ -56,12 +63,7 @@ def test_decode_steps_take_the_folded_path_and_match_sdpa(tiny_model, tokenizer,
     from cache import kv
 
     folded = tiny_model.model
-    stock = Qwen2ForCausalLM(copy.deepcopy(folded.config)).eval()
-    stock.load_state_dict(folded.state_dict())
-    stock.set_attn_implementation("sdpa")
-    calls = []
-    real = attention.grouped_query_attention
-    monkeypatch.setattr(attention, "grouped_query_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    stock, calls = _stock_twin_and_spy(folded, monkeypatch)
     ids = torch.tensor([tokenizer("class Stack:\n    def push(self, item):\n        self.items.append(item)\n").input_ids])
     with torch.inference_mode():
         steps = []
