@@ -1,4 +1,5 @@
-"""The worked examples in the docstrings of the kernels, telemetry and language-server modules run and stay true."""
+"""The worked examples in the docstrings run and stay true: kernels, repository context and its evals,
+telemetry and the language server."""
 
 import doctest
 import importlib
@@ -7,6 +8,9 @@ import pytest
 
 MODULES = [
     "kernels.cpu_int8", "kernels.attention",
+    "context.languages", "context.walk", "context.symbols", "context.chunks", "context.bm25",
+    "context.index", "context.resolve", "context.retrieve", "context.assemble", "context.store",
+    "evals.repo_tasks", "evals.bench_context",
     "telemetry.events", "telemetry.store", "telemetry.experiments", "telemetry.report",
     "lsp.settings", "lsp.debounce", "lsp.typed_ahead", "lsp.documents",
 ]
