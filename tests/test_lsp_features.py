@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -269,6 +269,17 @@ async def test_telemetry_off_records_nothing(client: LanguageClient, engine: tup
 # -- settings and the workspace ------------------------------------------------------------
 
 
+async def settings_once(client: LanguageClient, arrived: Callable[[dict], bool], tries: int = 100) -> dict:
+    """The server's settings (from ``livefim/stats``) once ``arrived`` holds for them, or the last ones seen."""
+    for _ in range(tries):
+        settings = (await stats(client))["settings"]
+        settings = settings._asdict() if hasattr(settings, "_asdict") else settings
+        if arrived(settings):
+            break
+        await asyncio.sleep(0.05)
+    return settings
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_COMMAND, server_env=_server_env(LIVEFIM_TINY_MODEL="1")))
 async def configured_client(lsp_client: LanguageClient) -> AsyncIterator[None]:
     lsp_client.set_configuration({"maxLines": 2, "debounceMs": 40, "telemetry": {"enabled": False}}, section="livefim")
@@ -281,22 +292,11 @@ async def test_settings_come_from_workspace_configuration_and_follow_changes(con
         workspace=lsp.WorkspaceClientCapabilities(configuration=True),
         text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()))
     await request(configured_client.initialize_session(lsp.InitializeParams(capabilities=capabilities)))
-    for _ in range(100):
-        settings = (await stats(configured_client))["settings"]
-        settings = settings._asdict() if hasattr(settings, "_asdict") else settings
-        if settings["max_lines"] == 2:
-            break
-        await asyncio.sleep(0.05)
-    settings = settings._asdict() if hasattr(settings, "_asdict") else settings
+    settings = await settings_once(configured_client, lambda s: s["max_lines"] == 2)
     assert (settings["max_lines"], settings["debounce_ms"], settings["telemetry_enabled"]) == (2, 40, False)
     configured_client.set_configuration({"maxLines": 7, "debounceMs": None, "telemetry": {"enabled": False}}, section="livefim")
     configured_client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
-    for _ in range(100):
-        settings = (await stats(configured_client))["settings"]
-        settings = settings._asdict() if hasattr(settings, "_asdict") else settings
-        if settings["max_lines"] == 7:
-            break
-        await asyncio.sleep(0.05)
+    settings = await settings_once(configured_client, lambda s: s["max_lines"] == 7)
     assert (settings["max_lines"], settings["debounce_ms"]) == (7, None)
     configured_client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"livefim": {"maxLines": 0}}))
     for _ in range(100):
