@@ -45,12 +45,13 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     Why: these machines differ from run to run (AVX2-only EPYC one day, an
     AVX-512/AMX Xeon the next) and CPU numbers mean little without it.
     """
+    from kernels.cpu_int8 import cpu_flags
+
     try:
         text = cpuinfo.read_text()
     except OSError:
         return platform.processor() or "unknown"
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
-    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    flags = set(flags_line.split(":", 1)[1].split()) if ":" in flags_line else set()
+    flags = cpu_flags(cpuinfo)
     vector = next((unit for unit in ("amx_int8", "avx512f", "avx2") if unit in flags), "no avx2")
     return f"{name}, {os.cpu_count()} cores, {vector.replace('_int8', '')}"

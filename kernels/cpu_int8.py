@@ -120,25 +120,26 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("LIVEFIM_HOME") or Path.home() / ".cache" / "livefim") / "kernels"
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ...) from ``cpuinfo``; empty where it cannot be read."""
     try:
-        line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
-        return set()
-    return set(line.split(":", 1)[1].split()) if ":" in line else set()
+        return frozenset()
+    return frozenset(line.split(":", 1)[1].split()) if ":" in line else frozenset()
 
 
 def _cpu_supports_kernel() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    return {"avx2", "fma", "f16c"} <= _cpu_flags()
+    return {"avx2", "fma", "f16c"} <= cpu_flags()
 
 
 def available_isas() -> tuple[str, ...]:
     """Kernel variants this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``."""
     if not _cpu_supports_kernel():
         return ()
-    return ("avx2", "avx512") if "avx512f" in _cpu_flags() else ("avx2",)
+    return ("avx2", "avx512") if "avx512f" in cpu_flags() else ("avx2",)
 
 
 def default_isa() -> str:
@@ -239,7 +240,7 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
         out = torch.empty(m, n, dtype=torch.float32)
         kernel = library.livefim_int8_linear_avx512 if isa == "avx512" else library.livefim_int8_linear
         status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
-                                             None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
+                        None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"
     else:
         out = _dequantized_matmul(library, rows, packed, bias32)
