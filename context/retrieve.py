@@ -14,8 +14,9 @@ The ranked lists, each a vote:
    first, from the index's per-file usage map) and imported names not used yet
    (a fresh import is about to be used);
 3. ``local`` — the current file's own definitions outside the visible window;
-4. ``popular`` — for imported modules (``events``), their names most used by the
-   rest of the repository (``events.get_running_loop``);
+4. ``popular`` — for imported modules (``events``), their likeliest next names:
+   most used by the rest of the repository (``events.get_running_loop``), already
+   used by this file, or sharing words with the lines around the cursor;
 5. ``bm25`` over all chunks and ``bm25-imports`` over the chunks of the files this
    file imports, with the lines around the cursor as the query.
 
@@ -24,7 +25,8 @@ lists a chunk appears in; each list counts a chunk once), with definition and
 import votes weighted so a resolved definition outranks lexical-only hits. Then:
 one entry per chunk, at most ``per_file`` chunks from any file, and nothing from
 the current file's visible window (the model already sees it). Weights were set
-on the cross-file next-line tasks of ``evals/repo_tasks.py`` (recall@5).
+on the cross-file next-line tasks of ``evals/repo_tasks.py`` (recall@5, seeds 0-4)
+and checked on seeds 10-14, which nothing was tuned on.
 
 Skip signal: retrieval costs prompt tokens, and prefill is the expensive part on a
 CPU (about 1 s per 100-200 tokens here), so a request whose cursor names nothing
@@ -49,6 +51,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,8 +97,8 @@ class RetrievalOptions:
     visible_before: int = 120  # current-file lines assumed in the prompt (when not given)
     visible_after: int = 40
     bm25_candidates: int = 24
-    definition_weight: float = 2.0
-    imported_weight: float = 2.0  # imported names used elsewhere in the file, or imported but unused
+    definition_weight: float = 1.5
+    imported_weight: float = 3.0  # imported names used elsewhere in the file, or imported but unused
     local_weight: float = 0.5  # current-file definitions outside the visible window
     bm25_weight: float = 1.0
     bm25_imports_weight: float = 1.0  # BM25 among the chunks of the files this file imports
@@ -103,6 +106,9 @@ class RetrievalOptions:
     popular_per_module: int = 8
     popular_modules: int = 2  # nearest imported modules considered
     popular_distance_scale: float = 0.1  # a module's distance in lines, against a name's popularity rank
+    attribute_bm25_weight: float = 2.0  # a module attribute's score: log(1 + popularity) + this × BM25 share
+    attribute_use_weight: float = 3.0  # ... + this × log(1 + uses in this file)
+    attribute_private_penalty: float = 0.3  # ... − this for a _private name
     rrf_k: float = 10.0
     unused_import_distance: float = 1.0  # where an imported-but-unused name ranks among used ones
     skip_min_bm25: float = 0.35
@@ -322,6 +328,7 @@ def retrieve(
         # Modules named near the cursor (``events.``): their most used names across the repository.
         # Every imported module counts, nearest use first; one imported but unused ranks as near.
         module_distance: dict[tuple[str, ...], float] = {}
+        module_heads: dict[tuple[str, ...], set[str]] = {}
         usage_distance = _usage_distances(entry.usages if entry else {}, cursor_line)
         for binding in scope.bindings:
             target, used, _ = scope.head([binding])
@@ -329,12 +336,7 @@ def retrieve(
                 near_use = distances.get(binding, (float("inf"), False))[0]
                 distance = min(near_use, usage_distance.get(binding, options.unused_import_distance))
                 module_distance[target.modules] = min(distance, module_distance.get(target.modules, distance))
-        own_attributes = {split_chain(c)[-1] for c in (entry.usages if entry else {}) if len(split_chain(c)) > 1}
-        for files, distance in sorted(module_distance.items(), key=lambda item: item[1])[: options.popular_modules]:
-            for place, ref in enumerate(_popular_definitions(index, files, own_attributes, options.popular_per_module)):
-                if ref.chunk_id not in hidden and ref.path != rel:
-                    popular.append((place + options.popular_distance_scale * distance, ref.chunk_id, ref.symbol.name))
-        popular.sort()
+                module_heads.setdefault(target.modules, set()).add(binding)
 
         # Imported names used anywhere else in the file (from the index), nearest and most used first;
         # names only imported come last. The cursor's own line does not count: it is being written.
@@ -367,6 +369,17 @@ def retrieve(
         imported_chunks = scope.imported_chunk_ids()
         lexical_imported = index.bm25.top(scores, options.bm25_candidates, hidden, imported_chunks) if imported_chunks else []
         bm25_top = lexical[0][1] / query_weight if lexical and query_weight > 0 else 0.0
+
+        # Modules named near the cursor (``events.``): their likeliest next attributes.
+        own_attributes = {split_chain(c)[-1] for c in usages if len(split_chain(c)) > 1}
+        for files, distance in sorted(module_distance.items(), key=lambda item: item[1])[: options.popular_modules]:
+            head = module_heads[files]
+            own_uses = _attribute_uses(usages, head, cursor_line)
+            ranked = _likely_attributes(index, files, own_attributes, own_uses, scores, query_weight, options)
+            for place, ref in enumerate(ranked[: options.popular_per_module]):
+                if ref.chunk_id not in hidden and ref.path != rel:
+                    popular.append((place + options.popular_distance_scale * distance, ref.chunk_id, ref.symbol.name))
+        popular.sort()
 
         # 3. Fuse, de-duplicate, cap per file.
         fused: dict[int, float] = {}
@@ -418,24 +431,54 @@ def _usage_distances(usages: dict[str, tuple[int, ...]], cursor_line: int) -> di
     return out
 
 
-def _popular_definitions(index: RepoIndex, files: tuple[str, ...], own: set[str], count: int) -> list[SymbolRef]:
-    """Top-level definitions of a module, most used by other files first.
+def _attribute_uses(usages: dict[str, tuple[int, ...]], heads: set[str], cursor_line: int) -> dict[str, int]:
+    """Attribute -> how often the file uses ``head.attribute`` for one of the module's bound names (cursor line excluded)."""
+    uses: dict[str, int] = {}
+    for chain, lines in usages.items():
+        parts = split_chain(chain)
+        if len(parts) > 1 and parts[0] in heads:
+            count = sum(1 for line in lines if line != cursor_line)
+            if count:
+                uses[parts[-1]] = uses.get(parts[-1], 0) + count
+    return uses
 
-    Why: after ``events.`` the next name is, more often than not, one of the
-    module's workhorses (``get_running_loop``), and how many files of the repository
-    use each name is a prior the index already has. The current file's own uses do
-    not count (its text may hold the very line being predicted).
+
+def _likely_attributes(
+    index: RepoIndex,
+    files: tuple[str, ...],
+    own: set[str],
+    own_uses: dict[str, int],
+    scores: object,
+    query_weight: float,
+    options: RetrievalOptions,
+) -> list[SymbolRef]:
+    """Top-level definitions of a module, likeliest next attribute first.
+
+    Why three signals: after ``events.`` the next name is one of the module's
+    workhorses (how many other files use it, a prior the index already has), one
+    this file already uses (``own_uses``), or one whose definition shares words
+    with the lines around the cursor (its chunk's BM25 share of the query).
+    Each alone puts the right name in a module's top 5 about half the time; on
+    the cross-file tasks of ``evals/repo_tasks.py`` (seeds 0-2) their sum does so
+    70% of the time. Names with a leading underscore weigh a little less. The
+    current file's own uses do not count towards popularity (its text may hold
+    the very line being predicted).
     """
     scored = []
     for path in files:
         for name, refs in index.file_names(path).items():
             top = [r for r in refs if r.symbol.container is None]
-            if top:
-                popularity = index.attribute_popularity(name) - (1 if name in own else 0)
-                if popularity > 0:
-                    scored.append((-popularity, name, top[0]))
+            if not top:
+                continue
+            popularity = max(0, index.attribute_popularity(name) - (1 if name in own else 0))
+            lexical = float(scores[top[0].chunk_id]) / query_weight if query_weight > 0 else 0.0  # type: ignore[index]
+            score = (math.log1p(popularity) + options.attribute_bm25_weight * lexical
+                     + options.attribute_use_weight * math.log1p(own_uses.get(name, 0))
+                     - options.attribute_private_penalty * name.startswith("_"))
+            if score > 0:
+                scored.append((-score, name, top[0]))
     scored.sort(key=lambda item: (item[0], item[1]))
-    return [ref for _, _, ref in scored[:count]]
+    return [ref for _, _, ref in scored]
 
 
 def _tail_lines(text: str, count: int) -> list[str]:
