@@ -40,7 +40,7 @@ class LoadedModel:
     tokenizer: Any  # transformers PreTrainedTokenizerFast
     family: ModelFamily
     device: torch.device
-    cpu_linear: str = "torch"  # CPU matmul path of the linear layers: "int8", "onednn" or "torch" (kernels.cpu_linear)
+    cpu_linear: str = "torch"  # CPU matmul path of the linear layers: "w8a8", "int8", "onednn" or "torch" (kernels.cpu_linear)
 
     @property
     def stop_token_ids(self) -> frozenset[int]:

@@ -26,7 +26,9 @@ def run_facts(loaded: Any) -> dict:
 
 
 def cpu_linear_description(path: str) -> str:
-    """``"int8 (avx512)"`` for the int8 path (which kernel variant ran), the path's name otherwise."""
+    """``"int8 (avx512)"`` for the int8 path (which kernel variant ran), ``"w8a8 (avx512-vnni)"``, the path's name otherwise."""
+    if path == "w8a8":
+        return "w8a8 (avx512-vnni)"
     if path != "int8":
         return path
     from kernels.cpu_int8 import default_isa

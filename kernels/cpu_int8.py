@@ -9,8 +9,12 @@ only error is the weights' rounding: at most half an int8 step, well inside the
 in the 1.5B; the 0.5B's Q8_0 tensors round-trip exactly). Measured on real code:
 98.5-99% of fp32's next-token argmaxes kept, perplexity unchanged (BENCHMARKS.md).
 
-Activation quantization (torch's dynamic int8) is faster still but changed a
-fifth of the 1.5B's argmax choices in the same check, so it is not used.
+Activation quantization with one scale per tensor (torch's dynamic int8)
+changed a fifth of the 1.5B's argmax choices in the same check. With one scale
+per 32 inputs of a row instead, the grid the weights use, it keeps 98.8-99.5%
+of them and the perplexity (``w8a8``, the ``"vnni"`` layout, for CPUs with
+AVX512-VNNI): ``vpdpbusd`` then multiplies 64 int8 pairs per instruction, so a
+speculative pass over 8 rows is no longer bound by widening weights to fp32.
 
 The kernel (``int8_linear.c``, AVX2 + FMA + F16C, and an AVX-512F variant
 used where the CPU has it; OpenMP through torch's own runtime) is compiled once with the system C compiler into
@@ -20,7 +24,8 @@ which is faster there. Without a compiler or AVX2, ``kernel_available()`` is
 False and callers keep fp32.
 
 Layout, ``T = ceil(N / 16)`` tiles of 16 output channels:
-``weights[T, K, 16]`` int8 and ``scales[T, K / 32, 16]`` fp16.
+``weights[T, K, 16]`` int8 and ``scales[T, K / 32, 16]`` fp16; the ``"vnni"``
+layout holds the same codes as ``[T, K / 4, 16, 4]`` uint8 (code + 128).
 
 Example::
 
@@ -63,13 +68,14 @@ LIBS = ("-lm",)
 class PackedInt8:
     """One weight matrix ``[out_features, in_features]`` in the kernel's tiled layout."""
 
-    weights: Tensor  # [T, K, 16] int8
+    weights: Tensor  # [T, K, 16] int8; layout "vnni": [T, K/4, 16, 4] uint8, code + 128
     scales: Tensor  # [T, K/32, 16] float16
     out_features: int
+    layout: str = "k16"
 
     @property
     def in_features(self) -> int:
-        return int(self.weights.shape[1])
+        return int(self.weights.shape[1]) * (4 if self.layout == "vnni" else 1)
 
 
 def pack_reference(weight: Tensor) -> PackedInt8:
@@ -96,17 +102,54 @@ def pack_reference(weight: Tensor) -> PackedInt8:
     return PackedInt8(weights, tiled_scales, n)
 
 
+def to_vnni_reference(packed: PackedInt8) -> PackedInt8:
+    """The ``"vnni"`` layout: per tile, 4 consecutive inputs of each channel side by side, as unsigned
+    ``code + 128`` (what AVX512-VNNI's ``vpdpbusd`` multiplies). ``to_vnni`` does the same in C."""
+    tiles, k, _ = packed.weights.shape
+    codes = packed.weights.reshape(tiles, k // 4, 4, TILE).transpose(2, 3).to(torch.int16) + 128
+    return PackedInt8(codes.to(torch.uint8).contiguous(), packed.scales, packed.out_features, "vnni")
+
+
+def _codes_k16(packed: PackedInt8) -> Tensor:
+    """``[T, K, 16]`` int8 codes, whatever the layout."""
+    if packed.layout != "vnni":
+        return packed.weights
+    tiles, quads = packed.weights.shape[:2]
+    return (packed.weights.to(torch.int16) - 128).to(torch.int8).transpose(2, 3).reshape(tiles, quads * 4, TILE)
+
+
 def dequantize_reference(packed: PackedInt8) -> Tensor:
     """The fp32 weight ``[N, K]`` the kernel multiplies by (torch, the slow reference)."""
-    tiles, k, _ = packed.weights.shape
-    q = packed.weights.transpose(1, 2).reshape(tiles * TILE, k // GROUP, GROUP).float()
+    codes = _codes_k16(packed)
+    tiles, k, _ = codes.shape
+    q = codes.transpose(1, 2).reshape(tiles * TILE, k // GROUP, GROUP).float()
     scales = packed.scales.transpose(1, 2).reshape(tiles * TILE, k // GROUP, 1).float()
     return (q * scales).reshape(tiles * TILE, k)[: packed.out_features]
 
 
+def quantize_activations_reference(x: Tensor) -> Tensor:
+    """``x [..., K]`` rounded to int8 per 32 inputs of a row, as the ``avx512vnni`` variant multiplies it:
+    scale = max|x| / 127 (1 for an all-zero group), code = round(x / scale) (half to even). Returns the
+    dequantized fp32 values.
+
+    >>> [round(v, 4) for v in quantize_activations_reference(torch.tensor([[0.5, -1.0] * 16]))[0, :2].tolist()]  # 64/127, -1
+    [0.5039, -1.0]
+    """
+    groups = x.float().reshape(*x.shape[:-1], x.shape[-1] // GROUP, GROUP)
+    scales = groups.abs().amax(-1, keepdim=True) / 127
+    scales = torch.where(scales == 0, torch.ones_like(scales), scales)
+    return (torch.round(groups / scales).clamp(-127, 127) * scales).reshape(x.shape)
+
+
 def linear_reference(x: Tensor, packed: PackedInt8, bias: Tensor | None = None) -> Tensor:
-    """``x @ dequantize(w).T + bias`` in torch: what ``linear`` must equal up to summation order."""
-    return torch.nn.functional.linear(x.float(), dequantize_reference(packed), None if bias is None else bias.float())
+    """``x @ dequantize(w).T + bias`` in torch: what ``linear`` must equal up to summation order. With the
+    ``"vnni"`` layout, batches of up to ``SMALL_BATCH`` rows multiply ``quantize_activations_reference(x)``."""
+    x = x.float()
+    if packed.layout == "vnni" and x.reshape(-1, x.shape[-1]).shape[0] <= SMALL_BATCH:
+        weight = dequantize_reference(packed).double()
+        out = torch.nn.functional.linear(quantize_activations_reference(x).double(), weight, None if bias is None else bias.double())
+        return out.float()
+    return torch.nn.functional.linear(x, dequantize_reference(packed), None if bias is None else bias.float())
 
 
 # -- the compiled kernel -----------------------------------------------------
@@ -136,10 +179,15 @@ def _cpu_supports_kernel() -> bool:
 
 
 def available_isas() -> tuple[str, ...]:
-    """Kernel variants this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``."""
+    """Kernel variants (fp32 activations) this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``."""
     if not _cpu_supports_kernel():
         return ()
     return ("avx2", "avx512") if "avx512f" in cpu_flags() else ("avx2",)
+
+
+def vnni_available() -> bool:
+    """Whether this CPU runs the int8-activation variant (AVX-512F and AVX512-VNNI) and the kernel loads."""
+    return _cpu_supports_kernel() and {"avx512f", "avx512_vnni"} <= cpu_flags() and kernel_available()
 
 
 def default_isa() -> str:
@@ -193,7 +241,11 @@ def load_library() -> ctypes.CDLL:
         library.livefim_int8_linear.restype = ctypes.c_int
         library.livefim_int8_linear_avx512.argtypes = library.livefim_int8_linear.argtypes
         library.livefim_int8_linear_avx512.restype = ctypes.c_int
-        library.livefim_int8_dequantize.argtypes = [pointer, pointer, size, size, size, pointer]
+        library.livefim_int8_linear_vnni.argtypes = library.livefim_int8_linear.argtypes
+        library.livefim_int8_linear_vnni.restype = ctypes.c_int
+        library.livefim_int8_to_vnni.argtypes = [pointer, size, size, pointer]
+        library.livefim_int8_to_vnni.restype = ctypes.c_int
+        library.livefim_int8_dequantize.argtypes = [pointer, pointer, size, size, size, pointer, ctypes.c_int]
         library.livefim_int8_dequantize.restype = ctypes.c_int
         library.livefim_int8_pack.argtypes = [pointer, size, size, pointer, pointer]
         library.livefim_int8_pack.restype = ctypes.c_int
@@ -226,11 +278,22 @@ def pack(weight: Tensor) -> PackedInt8:
     return PackedInt8(weights, scales, n)
 
 
-def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
-    """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out. ``isa`` picks the variant
-    (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
+def to_vnni(packed: PackedInt8) -> PackedInt8:
+    """``to_vnni_reference`` through the compiled converter."""
     library = load_library()
-    isa = isa or _isa()
+    tiles, k, _ = packed.weights.shape
+    out = torch.empty(tiles, k // 4, TILE, 4, dtype=torch.uint8)
+    status = library.livefim_int8_to_vnni(packed.weights.contiguous().data_ptr(), tiles, k, out.data_ptr())
+    assert status == 0, f"vnni converter rejected K={k}"
+    return PackedInt8(out, packed.scales, packed.out_features, "vnni")
+
+
+def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
+    """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out. The ``"vnni"`` layout rounds the
+    activations of small batches to int8 (``linear_reference`` says exactly how); for the ``"k16"`` layout
+    ``isa`` picks the variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
+    library = load_library()
+    isa = "vnni" if packed.layout == "vnni" else (isa or _isa())
     k, n = packed.in_features, packed.out_features
     assert x.shape[-1] == k, f"x has {x.shape[-1]} features, the layer takes {k}"
     rows = x.reshape(-1, k).float().contiguous()
@@ -238,7 +301,8 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     bias32 = None if bias is None else bias.detach().float().contiguous()
     if m <= SMALL_BATCH:
         out = torch.empty(m, n, dtype=torch.float32)
-        kernel = library.livefim_int8_linear_avx512 if isa == "avx512" else library.livefim_int8_linear
+        kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni}.get(
+            isa, library.livefim_int8_linear)
         status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
                         None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"
@@ -255,7 +319,8 @@ def _dequantized_matmul(library: ctypes.CDLL, rows: Tensor, packed: PackedInt8, 
     out = torch.empty(rows.shape[0], n, dtype=torch.float32) if step < n else None
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        status = library.livefim_int8_dequantize(packed.weights.data_ptr(), packed.scales.data_ptr(), k, n0, n1, weight.data_ptr())
+        status = library.livefim_int8_dequantize(packed.weights.data_ptr(), packed.scales.data_ptr(), k, n0, n1,
+                                                 weight.data_ptr(), int(packed.layout == "vnni"))
         assert status == 0
         part = _sgemm(rows, weight[: n1 - n0], None if bias is None else bias[n0:n1])
         if out is None:
@@ -298,31 +363,38 @@ _ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.m
 
 
 class Int8Linear(torch.nn.Module):
-    """``nn.Linear`` (inference only) with int8 weights; the fp32 weight is dropped."""
+    """``nn.Linear`` (inference only) with int8 weights; the fp32 weight is dropped. ``int8_activations``
+    stores the ``"vnni"`` layout, whose small batches multiply int8-rounded activations."""
 
-    def __init__(self, layer: torch.nn.Linear) -> None:
+    def __init__(self, layer: torch.nn.Linear, int8_activations: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        self.packed = pack(layer.weight)
+        packed = pack(layer.weight)
+        self.packed = to_vnni(packed) if int8_activations else packed
         self.bias = None if layer.bias is None else layer.bias.detach().float().clone()
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.packed, self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8/{GROUP}"
+        activations = "int8" if self.packed.layout == "vnni" else "fp32"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"int8/{GROUP}, activations={activations}")
 
 
-def use_int8_linears(model: torch.nn.Module) -> int:
+def use_int8_linears(model: torch.nn.Module, int8_activations: bool = False) -> int:
     """Replace every fp32 CPU ``nn.Linear`` whose inputs are a multiple of 32 by ``Int8Linear``; returns how many.
 
-    A tied output layer gets its own int8 copy, so the input embedding stays fp32."""
+    A tied output layer gets its own int8 copy, so the input embedding stays fp32. ``int8_activations``
+    needs ``vnni_available()``."""
+    if int8_activations and not vnni_available():
+        raise RuntimeError("int8 activations need a CPU with AVX-512F and AVX512-VNNI")
     _isa()  # a bad $LIVEFIM_INT8_ISA fails here, at load, not in the middle of a forward
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if (isinstance(child, torch.nn.Linear) and child.weight.device.type == "cpu"
                     and child.weight.dtype == torch.float32 and child.in_features % GROUP == 0):
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, Int8Linear(child, int8_activations))
                 swapped += 1
     return swapped

@@ -31,7 +31,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CPU_LINEAR_ENV = "LIVEFIM_CPU_LINEAR"
-CPU_LINEAR_CHOICES = ("int8", "onednn", "torch")
+CPU_LINEAR_CHOICES = ("w8a8", "int8", "onednn", "torch")
 
 
 def onednn_available() -> bool:
@@ -52,11 +52,20 @@ def default_cpu_linear() -> str:
 def use_cpu_linears(model: torch.nn.Module, choice: str) -> str:
     """Put a CPU model's linear layers on the ``choice`` path; returns the path actually used.
 
-    ``int8`` needs the compiled kernel (x86-64 with AVX2 and a C compiler) and
-    ``onednn`` a torch built with it; each falls back to the next path, logged.
+    ``w8a8`` (int8 weights and int8-rounded activations) needs AVX512-VNNI, ``int8``
+    the compiled kernel (x86-64 with AVX2 and a C compiler) and ``onednn`` a torch
+    built with it; each falls back to the next path, logged.
     """
     if choice not in CPU_LINEAR_CHOICES:
         raise ValueError(f"cpu_linear must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {choice!r}")
+    if choice == "w8a8":
+        from kernels.cpu_int8 import use_int8_linears, vnni_available
+
+        if vnni_available():
+            use_int8_linears(model, int8_activations=True)
+            return "w8a8"
+        log.warning("int8 activations need AVX512-VNNI, which this CPU lacks; using int8 weights alone")
+        choice = "int8"
     if choice == "int8":
         from kernels.cpu_int8 import kernel_available, use_int8_linears
 
