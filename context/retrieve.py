@@ -56,6 +56,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from context.bm25 import split_identifiers
 from context.index import RepoIndex, SymbolRef
 from context.languages import LanguageSpec, language_for_path
@@ -448,7 +450,7 @@ def _likely_attributes(
     files: tuple[str, ...],
     own: set[str],
     own_uses: dict[str, int],
-    scores: object,
+    scores: np.ndarray,
     query_weight: float,
     options: RetrievalOptions,
 ) -> list[SymbolRef]:
@@ -471,7 +473,7 @@ def _likely_attributes(
             if not top:
                 continue
             popularity = max(0, index.attribute_popularity(name) - (1 if name in own else 0))
-            lexical = float(scores[top[0].chunk_id]) / query_weight if query_weight > 0 else 0.0  # type: ignore[index]
+            lexical = float(scores[top[0].chunk_id]) / query_weight if query_weight > 0 else 0.0
             score = (math.log1p(popularity) + options.attribute_bm25_weight * lexical
                      + options.attribute_use_weight * math.log1p(own_uses.get(name, 0))
                      - options.attribute_private_penalty * name.startswith("_"))

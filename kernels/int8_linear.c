@@ -158,15 +158,21 @@ static inline __attribute__((always_inline)) void tile_rows_512(
   for (int r = 0; r < ROWS512; r++) out[r] = acc[r];
 }
 
-#define ROW_BLOCK_512(R, U)                                                                           \
-  static void row_block_512_##R(const float *x, int64_t K, const int8_t *wt, const uint16_t *st,      \
-                                float *y, int64_t N, int64_t n0, const float *bias) {                \
-    __m512 acc[ROWS512];                                                                              \
-    tile_rows_512(x, K, wt, st, R, U, acc);                                                           \
-    const int64_t width = N - n0 < 16 ? N - n0 : 16;                                                  \
-    const __mmask16 lanes = (__mmask16)((1u << width) - 1u);                                          \
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + n0) : _mm512_setzero_ps();            \
-    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + r * N + n0, lanes, _mm512_add_ps(acc[r], b)); \
+// y[r][n0 .. n0+15] = acc[r] + bias for `rows` rows; a last tile past N stores only its channels.
+static inline __attribute__((always_inline)) void store_rows_512(
+    float *y, int64_t N, int64_t n0, const float *bias, int rows, const __m512 *acc) {
+  const int64_t width = N - n0 < 16 ? N - n0 : 16;
+  const __mmask16 lanes = (__mmask16)((1u << width) - 1u);
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + n0) : _mm512_setzero_ps();
+  for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(y + r * N + n0, lanes, _mm512_add_ps(acc[r], b));
+}
+
+#define ROW_BLOCK_512(R, U)                                                                      \
+  static void row_block_512_##R(const float *x, int64_t K, const int8_t *wt, const uint16_t *st, \
+                                float *y, int64_t N, int64_t n0, const float *bias) {           \
+    __m512 acc[ROWS512];                                                                         \
+    tile_rows_512(x, K, wt, st, R, U, acc);                                                      \
+    store_rows_512(y, N, n0, bias, R, acc);                                                      \
   }
 ROW_BLOCK_512(1, 8)
 ROW_BLOCK_512(2, 4)
@@ -262,10 +268,7 @@ static inline __attribute__((always_inline)) void tile_rows_vnni(
                                  const float *bias) {                                                      \
     __m512 acc[ROWS_VNNI];                                                                                 \
     tile_rows_vnni(xq, xs, xc, K, wt, st, R, acc);                                                         \
-    const int64_t width = N - n0 < 16 ? N - n0 : 16;                                                       \
-    const __mmask16 lanes = (__mmask16)((1u << width) - 1u);                                               \
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + n0) : _mm512_setzero_ps();                 \
-    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + r * N + n0, lanes, _mm512_add_ps(acc[r], b));    \
+    store_rows_512(y, N, n0, bias, R, acc);                                                                \
   }
 ROW_BLOCK_VNNI(1)
 ROW_BLOCK_VNNI(2)
