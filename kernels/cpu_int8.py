@@ -39,19 +39,17 @@ Example::
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from kernels.cbuild import load_c_library
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,6 @@ TILE = 16  # output channels per tile
 SMALL_BATCH = 128  # rows up to which the int8 kernel beats dequantize + oneDNN sgemm (measured: crossover 128-256)
 SLICE_BYTES = 64 << 20  # fp32 weight slice dequantized at a time for large batches
 SOURCE = Path(__file__).with_name("int8_linear.c")
-CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC")
-LIBS = ("-lm",)
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def dequantize_reference(packed: PackedInt8) -> Tensor:
 
 
 def quantize_activations_reference(x: Tensor) -> Tensor:
-    """``x [..., K]`` rounded to int8 per 32 inputs of a row, as the ``avx512vnni`` variant multiplies it:
+    """``x [..., K]`` rounded to int8 per 32 inputs of a row, as the ``vnni`` and ``amx`` variants multiply it:
     scale = max|x| / 127 (1 for an all-zero group), code = round(x / scale) (half to even). Returns the
     dequantized fp32 values.
 
@@ -159,10 +155,6 @@ _library_error: str | None = None
 _library_lock = threading.Lock()
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("LIVEFIM_HOME") or Path.home() / ".cache" / "livefim") / "kernels"
-
-
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags (``avx2``, ``avx512f``, ...) from ``cpuinfo``; empty where it cannot be read."""
     try:
@@ -190,6 +182,22 @@ def vnni_available() -> bool:
     return _cpu_supports_kernel() and {"avx512f", "avx512_vnni"} <= cpu_flags() and kernel_available()
 
 
+AMX_ENV = "LIVEFIM_INT8_AMX"
+_amx_granted: bool | None = None
+
+
+def amx_available() -> bool:
+    """Whether int8-activation batches of 2+ rows can run on AMX: the CPU has AMX-INT8 (Sapphire Rapids and
+    later), the kernel loads, Linux grants this process the tile state, and ``$LIVEFIM_INT8_AMX`` is not ``0``."""
+    global _amx_granted
+    if os.environ.get(AMX_ENV, "1") == "0":
+        return False
+    if _amx_granted is None:
+        _amx_granted = (vnni_available() and {"amx_tile", "amx_int8"} <= cpu_flags()
+                        and load_library().livefim_amx_init() == 0)
+    return _amx_granted
+
+
 def default_isa() -> str:
     """The variant ``linear`` uses: the widest available, unless ``$LIVEFIM_INT8_ISA`` names another.
 
@@ -204,19 +212,6 @@ def default_isa() -> str:
     return isas[-1] if isas else "avx2"
 
 
-def _build(target: Path) -> None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) on PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *CFLAGS, "-o", str(built), str(SOURCE), *LIBS], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {result.stderr.strip()[-2000:]}")
-        os.replace(built, target)  # atomic: a concurrent builder never loads a half-written file
-
-
 def load_library() -> ctypes.CDLL:
     """The compiled kernel, built on first use (a second or two) and cached by source hash."""
     global _library, _library_error
@@ -228,11 +223,7 @@ def load_library() -> ctypes.CDLL:
         try:
             if not _cpu_supports_kernel():
                 raise RuntimeError("the int8 kernel needs an x86-64 CPU with AVX2, FMA and F16C")
-            digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
-            target = _cache_dir() / f"int8_linear-{digest}.so"
-            if not target.is_file():
-                _build(target)
-            library = ctypes.CDLL(str(target))  # its libgomp.so.1 is torch's, already loaded
+            library = load_c_library(SOURCE)
         except (OSError, RuntimeError) as error:
             _library_error = f"int8 kernel unavailable: {error}"
             raise RuntimeError(_library_error) from error
@@ -243,6 +234,10 @@ def load_library() -> ctypes.CDLL:
         library.livefim_int8_linear_avx512.restype = ctypes.c_int
         library.livefim_int8_linear_vnni.argtypes = library.livefim_int8_linear.argtypes
         library.livefim_int8_linear_vnni.restype = ctypes.c_int
+        library.livefim_int8_linear_amx.argtypes = library.livefim_int8_linear.argtypes
+        library.livefim_int8_linear_amx.restype = ctypes.c_int
+        library.livefim_amx_init.argtypes = []
+        library.livefim_amx_init.restype = ctypes.c_int
         library.livefim_int8_to_vnni.argtypes = [pointer, size, size, pointer]
         library.livefim_int8_to_vnni.restype = ctypes.c_int
         library.livefim_int8_dequantize.argtypes = [pointer, pointer, size, size, size, pointer, ctypes.c_int]
@@ -290,10 +285,14 @@ def to_vnni(packed: PackedInt8) -> PackedInt8:
 
 def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
     """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out. The ``"vnni"`` layout rounds the
-    activations of small batches to int8 (``linear_reference`` says exactly how); for the ``"k16"`` layout
-    ``isa`` picks the variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
+    activations of small batches to int8 (``linear_reference`` says exactly how) and runs batches of 2+
+    rows on AMX where ``amx_available()`` (the same bits as ``isa="vnni"``, which forces AVX512-VNNI); for
+    the ``"k16"`` layout ``isa`` picks the variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
     library = load_library()
-    isa = "vnni" if packed.layout == "vnni" else (isa or _isa())
+    if packed.layout == "vnni":
+        isa = isa if isa in ("vnni", "amx") else ("amx" if x.numel() > x.shape[-1] and amx_available() else "vnni")
+    else:
+        isa = isa or _isa()
     k, n = packed.in_features, packed.out_features
     assert x.shape[-1] == k, f"x has {x.shape[-1]} features, the layer takes {k}"
     rows = x.reshape(-1, k).float().contiguous()
@@ -301,8 +300,8 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     bias32 = None if bias is None else bias.detach().float().contiguous()
     if m <= SMALL_BATCH:
         out = torch.empty(m, n, dtype=torch.float32)
-        kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni}.get(
-            isa, library.livefim_int8_linear)
+        kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni,
+                  "amx": library.livefim_int8_linear_amx}.get(isa, library.livefim_int8_linear)
         status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
                         None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"

@@ -14,6 +14,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define GROUP 32
 #define ROWS 4
@@ -312,6 +315,162 @@ int livefim_int8_linear_vnni(const float *x, int64_t M, int64_t K, const uint8_t
   free(xq), free(xs), free(xc);
   return 0;
 }
+
+// The same product on Intel AMX, for batches of 2 to SMALL_BATCH rows (a speculative verification):
+// per group of 32 inputs and 16 channels, one tdpbsud multiplies up to 16 rows of int8 activations by
+// the "vnni" weights (each tile row is 4 inputs of 16 channels, 64 bytes, exactly that layout) in
+// int32, where the VNNI variant spends 8 vpdpbusd per row. The int32 sums are the same integers and
+// the scaling and the order of the groups are the VNNI variant's, so every row's result is
+// bit-identical to livefim_int8_linear_vnni's, whatever the batch (tested): a verification pass here
+// gives the logits a 1-row decode step gives there.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vnni,fma,f16c,amx-tile,amx-int8")
+#define AMX_ROWS 16
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+typedef struct {
+  uint8_t palette;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} amx_config;
+
+// Linux hands a process the AMX tile state only on request. Returns 0 when granted, else -1.
+int livefim_amx_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
+
+// Tiles: 0-3 = C (rows x 16 int32, four channel tiles), 4 = A (rows x 32 int8 activations),
+// 5-7 = B (8 quads x 64 weight bytes).
+static void amx_configure(int rows) {
+  amx_config config;
+  memset(&config, 0, sizeof config);
+  config.palette = 1;
+  for (int c = 0; c < 4; c++) config.rows[c] = (uint8_t)rows, config.colsb[c] = 64;
+  config.rows[4] = (uint8_t)rows, config.colsb[4] = GROUP;
+  for (int b = 5; b < 8; b++) config.rows[b] = GROUP / 4, config.colsb[b] = 64;
+  _tile_loadconfig(&config);
+}
+
+// acc[r] += (sums[r] - xc[r]) * (s * xs[r]) for the first `valid` rows: the VNNI variant's arithmetic.
+static inline __attribute__((always_inline)) void scale_sums_amx(
+    const int32_t sums[AMX_ROWS][16], const float *xs, const int32_t *xc, int64_t G, int64_t g, __m512 s, int valid,
+    __m512 *acc) {
+  for (int r = 0; r < valid; r++) {
+    const __m512i d = _mm512_sub_epi32(_mm512_load_si512((const void *)sums[r]), _mm512_set1_epi32(xc[r * G + g]));
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, _mm512_set1_ps(xs[r * G + g])), acc[r]);
+  }
+}
+
+// The configured rows of xq times one 16-channel tile; the first `valid` rows are kept.
+static void tile_rows_amx(const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt,
+                          const uint16_t *st, int valid, __m512 *acc) {
+  const int64_t G = K / GROUP;
+  int32_t sums[AMX_ROWS][16] __attribute__((aligned(64)));
+  for (int r = 0; r < valid; r++) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    _tile_zero(0);
+    _tile_loadd(4, xq + g * GROUP, K);
+    _tile_loadd(5, wt + g * GROUP * 16, 64);
+    _tile_dpbsud(0, 4, 5);
+    _tile_stored(0, sums, 64);
+    scale_sums_amx(sums, xs, xc, G, g, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st + g * 16))), valid, acc);
+  }
+}
+
+// Four neighbouring channel tiles at once: one activation tile load serves four products, and four
+// independent accumulator tiles keep the matrix unit busy while the previous group is scaled.
+static inline __attribute__((always_inline)) void quad_tiles_amx_rows(
+    const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt, const uint16_t *st,
+    const int valid, float *y, int64_t N, int64_t n0, const float *bias) {
+  __m512 acc[4][AMX_ROWS];
+  const int64_t G = K / GROUP, tile_bytes = K * 16, tile_scales = G * 16;
+  int32_t sums[4][AMX_ROWS][16] __attribute__((aligned(64)));
+  for (int j = 0; j < 4; j++)
+    for (int r = 0; r < valid; r++) acc[j][r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    const uint8_t *wg = wt + g * GROUP * 16;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, xq + g * GROUP, K);
+    _tile_loadd(5, wg, 64);
+    _tile_dpbsud(0, 4, 5);
+    _tile_loadd(6, wg + tile_bytes, 64);
+    _tile_dpbsud(1, 4, 6);
+    _tile_loadd(7, wg + 2 * tile_bytes, 64);
+    _tile_dpbsud(2, 4, 7);
+    _tile_loadd(5, wg + 3 * tile_bytes, 64);
+    _tile_dpbsud(3, 4, 5);
+    _tile_stored(0, sums[0], 64);
+    _tile_stored(1, sums[1], 64);
+    _tile_stored(2, sums[2], 64);
+    _tile_stored(3, sums[3], 64);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+      scale_sums_amx(sums[j], xs, xc, G, g, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st + j * tile_scales + g * 16))),
+                     valid, acc[j]);
+  }
+  for (int j = 0; j < 4; j++) store_rows_512(y, N, n0 + j * 16, bias, valid, acc[j]);
+}
+
+// quad_tiles_amx_rows compiled for each row count, so that the accumulators can live in registers.
+#define QUAD_ROWS(R)                                                                                               \
+  static void quad_tiles_amx_##R(const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt, \
+                                 const uint16_t *st, float *y, int64_t N, int64_t n0, const float *bias) {          \
+    quad_tiles_amx_rows(xq, xs, xc, K, wt, st, R, y, N, n0, bias);                                                 \
+  }
+QUAD_ROWS(1) QUAD_ROWS(2) QUAD_ROWS(3) QUAD_ROWS(4) QUAD_ROWS(5) QUAD_ROWS(6) QUAD_ROWS(7) QUAD_ROWS(8)
+QUAD_ROWS(9) QUAD_ROWS(10) QUAD_ROWS(11) QUAD_ROWS(12) QUAD_ROWS(13) QUAD_ROWS(14) QUAD_ROWS(15) QUAD_ROWS(16)
+typedef void (*quad_tiles_fn)(const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt,
+                              const uint16_t *st, float *y, int64_t N, int64_t n0, const float *bias);
+static const quad_tiles_fn quad_tiles_amx[AMX_ROWS] = {
+    quad_tiles_amx_1, quad_tiles_amx_2,  quad_tiles_amx_3,  quad_tiles_amx_4,  quad_tiles_amx_5,  quad_tiles_amx_6,
+    quad_tiles_amx_7, quad_tiles_amx_8,  quad_tiles_amx_9,  quad_tiles_amx_10, quad_tiles_amx_11, quad_tiles_amx_12,
+    quad_tiles_amx_13, quad_tiles_amx_14, quad_tiles_amx_15, quad_tiles_amx_16};
+
+// y = quantize(x) @ w4.T * scales + bias on AMX; call it only where livefim_amx_init succeeded.
+// Returns 0, -1 when K is not a multiple of GROUP, -2 when scratch memory cannot be had.
+int livefim_int8_linear_amx(const float *x, int64_t M, int64_t K, const uint8_t *w4, const uint16_t *scales,
+                            const float *bias, float *y, int64_t N) {
+  if (K % GROUP != 0) return -1;
+  const int64_t G = K / GROUP, tiles = (N + 15) / 16, quads = tiles / 4;
+  const int64_t padded = M <= AMX_ROWS ? M : (M + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;  // a last block reads zeros
+  int8_t *xq = calloc((size_t)(padded * K), 1);
+  float *xs = malloc(sizeof(float) * (size_t)(M * G));
+  int32_t *xc = malloc(sizeof(int32_t) * (size_t)(M * G));
+  if (!xq || !xs || !xc) {
+    free(xq), free(xs), free(xc);
+    return -2;
+  }
+  quantize_rows_vnni(x, M, K, xq, xs, xc);
+  const int config_rows = M < AMX_ROWS ? (int)M : AMX_ROWS;
+#pragma omp parallel
+  {
+    amx_configure(config_rows);
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < quads + tiles % 4; u++) {  // a unit: four tiles, or one of the last tiles % 4
+      const int64_t t = u < quads ? u * 4 : quads * 4 + (u - quads);
+      const uint8_t *wt = w4 + t * K * 16;
+      const uint16_t *st = scales + t * G * 16;
+      for (int64_t m0 = 0; m0 < M; m0 += AMX_ROWS) {
+        const int valid = M - m0 < AMX_ROWS ? (int)(M - m0) : AMX_ROWS;
+        if (u < quads) {
+          quad_tiles_amx[valid - 1](xq + m0 * K, xs + m0 * G, xc + m0 * G, K, wt, st, y + m0 * N, N, t * 16, bias);
+        } else {
+          __m512 acc[AMX_ROWS];
+          tile_rows_amx(xq + m0 * K, xs + m0 * G, xc + m0 * G, K, wt, st, valid, acc);
+          store_rows_512(y + m0 * N, N, t * 16, bias, valid, acc);
+        }
+      }
+    }
+    _tile_release();
+  }
+  free(xq), free(xs), free(xc);
+  return 0;
+}
+#pragma GCC pop_options
 
 // w4[t][k/4][j][k%4] = w[t][k][j] + 128: the tiled layout rearranged for vpdpbusd. Returns 0, or -1.
 int livefim_int8_to_vnni(const int8_t *w, int64_t tiles, int64_t K, uint8_t *w4) {

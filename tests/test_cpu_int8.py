@@ -40,16 +40,19 @@ def test_quantization_error_is_at_most_half_a_step():
     assert float(error[0, :32].max()) == 0.0
 
 
-@pytest.mark.parametrize("isa", cpu_int8.available_isas() + (("avx512vnni",) if cpu_int8.vnni_available() else ()))
+INT8_ACTIVATION_ISAS = (("vnni",) if cpu_int8.vnni_available() else ()) + (("amx",) if cpu_int8.amx_available() else ())
+
+
+@pytest.mark.parametrize("isa", cpu_int8.available_isas() + INT8_ACTIVATION_ISAS)
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 128, 129, 300])
 @pytest.mark.parametrize("bias", [True, False])
 def test_kernel_equals_reference_for_every_batch_size(rows, bias, isa):
     # every unrolled row block of each variant (AVX2: 1-4, AVX-512: 1-8), several blocks up to 128 rows,
     # 129+ the dequantize + sgemm path; 70 channels leave a partial last tile
-    # (AVX512-VNNI: int8 activations, held to the reference that rounds them the same way)
+    # (AVX512-VNNI and AMX: int8 activations, held to the reference that rounds them the same way)
     n, k = 70, 96
     packed = pack(_weights(n, k))
-    if isa == "avx512vnni":
+    if isa in INT8_ACTIVATION_ISAS:
         packed = cpu_int8.to_vnni(packed)
     b = torch.randn(n) if bias else None
     x = torch.randn(rows, k)
@@ -69,12 +72,28 @@ def test_vnni_layout_is_the_reference_layout_and_round_trips(n, k):
 
 @pytest.mark.skipif(not cpu_int8.vnni_available(), reason="needs AVX512-VNNI")
 def test_vnni_rows_do_not_depend_on_the_batch():
-    # a speculative pass must score each drafted token exactly as a one-token step would
+    # a speculative pass must score each drafted token exactly as a one-token step would (the default
+    # path: AMX for the batch where the CPU has it, AVX512-VNNI for one row)
     packed = cpu_int8.to_vnni(pack(_weights(70, 96)))
     x = torch.randn(11, 96)
     together = linear(x, packed)
-    alone = torch.cat([linear(x[i : i + 1], packed) for i in range(11)])
+    alone = torch.cat([linear(x[i : i + 1], packed, isa="vnni") for i in range(11)])
     assert torch.equal(together, alone)
+
+
+@pytest.mark.skipif(not cpu_int8.amx_available(), reason="needs AMX-INT8 (and Linux granting the tile state)")
+@pytest.mark.parametrize("rows", [2, 5, 8, 16, 17, 40])
+@pytest.mark.parametrize("n,k", [(70, 96), (300, 1024)])
+def test_amx_gives_the_vnni_bits_for_every_batch(rows, n, k):
+    # full 16-row tiles, a partial last block (17, 40) read from zero-padded rows, a partial last channel tile
+    packed = cpu_int8.to_vnni(pack(_weights(n, k)))
+    x, b = torch.randn(rows, k), torch.randn(n)
+    assert torch.equal(linear(x, packed, b, isa="amx"), linear(x, packed, b, isa="vnni"))
+
+
+def test_amx_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv(cpu_int8.AMX_ENV, "0")
+    assert not cpu_int8.amx_available()
 
 
 def test_a_variant_the_cpu_lacks_is_refused_by_name(monkeypatch):
