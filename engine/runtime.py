@@ -85,11 +85,19 @@ GROUPED_ATTENTION = "livefim_gqa"
 def _grouped_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                                is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, except that decode steps and masked passes over several tokens fold the
-    query heads (``kernels/attention.py``) instead of repeating every cached key and value for each of them."""
+    """transformers' SDPA attention, except that decode steps and short causal passes on a cache (a
+    speculative verification) take the batch-invariant CPU kernel (``kernels/cpu_attention.py``) where it
+    runs, and other masked passes fold the query heads (``kernels/attention.py``) instead of repeating
+    every cached key and value for each of them."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    from kernels import cpu_attention
     from kernels.attention import grouped_query_attention
+
+    if not dropout and query.device.type == "cpu":
+        rows = cpu_attention.attention(query, key, value, attention_mask, scaling)
+        if rows is not None:
+            return rows, None
 
     # No mask over several tokens may mean is_causal: transformers' path knows how to read that.
     if (attention_mask is None and query.shape[2] > 1) or getattr(module, "num_key_value_groups", 1) == 1 or dropout:

@@ -1,0 +1,208 @@
+// Attention of a few query rows over a KV cache, fp32, AVX-512F: a decode step (1 row) and a
+// speculative verification (a handful of rows under a causal mask). Built and loaded by
+// kernels/cpu_attention.py, whose float64 torch reference defines what this computes.
+//
+// Why not SDPA: its CPU kernel blocks the work by the number of query rows, so row i of an 8-row
+// pass and the same row computed alone differ in the last bits, and int8-rounded activations
+// downstream can turn that into a different token. Here every (query row, head) goes through the
+// same operations in the same order whatever else is in the batch (key blocks start at absolute
+// positions; no sum mixes rows), so a row's output is the same bits alone or in any pass. Speed
+// is SDPA's at these sizes (BENCHMARKS.md): a key head's keys and values are read once for all of
+// its query heads and rows, a block at a time.
+//
+// Layout: q[Q][H][D] (the projections as they come out of the linear layer), H = Hkv * rep, query
+// head h uses key head h / rep; k, v: [Hkv][S][D] with a row stride of D and a head stride of
+// `head_stride` floats (a prefix of a larger reserved buffer); lengths[i] = keys row i sees (a
+// prefix); out[Q][H][D].
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+#define MAX_REP 8
+#define MAX_CHUNKS 16  // D up to 256
+
+// e^x for x <= 0, 16 lanes: x = n ln2 + r, |r| <= ln2 / 2, e^r by Cephes' degree-6 polynomial,
+// times 2^n (scalef); about 2 ulp, and 0 below -87.
+static inline __attribute__((always_inline)) __m512 exp_nonpositive(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f);
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_max_ps(x, lo);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_mov_ps((__mmask16)~underflow, _mm512_scalef_ps(p, n));
+}
+
+// v[j] = sum of acc[j]'s 16 lanes, for 16 vectors at once (45 instructions where 16 separate
+// reductions take 128); the additions happen in one fixed order.
+static inline __attribute__((always_inline)) __m512 sum_lanes_16(const __m512 acc[16]) {
+  __m512 pairs[8], quads[4];
+  for (int k = 0; k < 8; k++)
+    pairs[k] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * k], acc[2 * k + 1]), _mm512_unpackhi_ps(acc[2 * k], acc[2 * k + 1]));
+  for (int k = 0; k < 4; k++) {
+    const __m512d a = _mm512_castps_pd(pairs[2 * k]), b = _mm512_castps_pd(pairs[2 * k + 1]);
+    quads[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  const __m512 lo = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], 0x88), _mm512_shuffle_f32x4(quads[0], quads[1], 0xDD));
+  const __m512 hi = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], 0x88), _mm512_shuffle_f32x4(quads[2], quads[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x88), _mm512_shuffle_f32x4(lo, hi, 0xDD));
+}
+
+#define BLOCK 16  // keys per sweep step (K and V blocks stay in L1); block starts are absolute, so every row steps alike
+
+// The scores of one query head (scaled, `chunks` 16-float chunks in registers' worth) against keys
+// [0, n) of a block: scores[j] = q . k_j for j < n, -inf after.
+static inline __attribute__((always_inline)) void block_scores(const float *q, const int64_t chunks, const float *k, int64_t D,
+                                                               int64_t n, float scores[BLOCK]) {
+  __m512 query[MAX_CHUNKS];
+  for (int64_t c = 0; c < chunks; c++) query[c] = _mm512_loadu_ps(q + c * 16);
+  for (int64_t j0 = 0; j0 < BLOCK; j0 += 16) {
+    __m512 dot[16];
+    for (int j = 0; j < 16; j++) {
+      dot[j] = _mm512_setzero_ps();
+      if (j0 + j < n) {
+        const float *key = k + (j0 + j) * D;
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < chunks; c++) dot[j] = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(key + c * 16), dot[j]);
+      }
+    }
+    const int64_t left = n - j0;
+    const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u));
+    _mm512_storeu_ps(scores + j0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot)));
+  }
+}
+
+// One key head, query rows [0, rows): each row's `rep` heads over its first lengths[i] keys. Three
+// sweeps, each free of long dependency chains: all scores (a block of keys at a time, shared by every
+// row and head while it sits in L1), the softmax weights of each (row, head), then the weighted values
+// (a block at a time again). q, out: [rows][H][D] at this group's first head.
+static inline __attribute__((always_inline)) void attend_rows_d(
+    const float *q, int64_t rows, int64_t H, int64_t rep, const int64_t chunks, const float *k, const float *v,
+    const int64_t *lengths, float scale, float *scratch, float *out) {
+  const int64_t D = chunks * 16;
+  int64_t longest = 0;
+  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;  // scores per (row, head), whole blocks
+  float *scores = scratch, *scaled = scratch + rows * rep * stride, *acc = scaled + rows * rep * D;
+  float *total = acc + rows * rep * D;
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
+
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t r = 0; r < rep; r++) {
+        const int64_t h = i * rep + r, n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
+        if (n > 0) block_scores(scaled + h * D, chunks, k + b0 * D, D, n, scores + h * stride + b0);
+      }
+
+  for (int64_t i = 0; i < rows; i++) {
+    const int64_t blocks = (lengths[i] + BLOCK - 1) / BLOCK;
+    for (int64_t r = 0; r < rep; r++) {
+      float *row = scores + (i * rep + r) * stride;
+      __m512 peak = _mm512_set1_ps(-INFINITY);
+      for (int64_t j0 = 0; j0 < blocks * BLOCK; j0 += 16) peak = _mm512_max_ps(peak, _mm512_load_ps(row + j0));
+      const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(peak));
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t j0 = 0; j0 < blocks * BLOCK; j0 += 16) {
+        const __m512 p = exp_nonpositive(_mm512_sub_ps(_mm512_load_ps(row + j0), top));  // -inf past the row's keys -> 0
+        _mm512_store_ps(row + j0, p);
+        sum = _mm512_add_ps(sum, p);
+      }
+      total[i * rep + r] = _mm512_reduce_add_ps(sum);
+    }
+  }
+
+  for (int64_t h = 0; h < rows * rep; h++)
+    for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(acc + h * D + c * 16, _mm512_setzero_ps());
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    const float *vb = v + b0 * D;
+    for (int64_t i = 0; i < rows; i++) {
+      const int64_t n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
+      for (int64_t r = 0; r < rep && n > 0; r++) {
+        const int64_t h = i * rep + r;
+        const float *p = scores + h * stride + b0;
+        float *o = acc + h * D;
+        __m512 sum[MAX_CHUNKS] = {0};
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < chunks; c++) sum[c] = _mm512_loadu_ps(o + c * 16);
+        for (int64_t j = 0; j < n; j++) {
+          const __m512 weight = _mm512_set1_ps(p[j]);
+#pragma GCC unroll 16
+          for (int64_t c = 0; c < chunks; c++) sum[c] = _mm512_fmadd_ps(weight, _mm512_loadu_ps(vb + j * D + c * 16), sum[c]);
+        }
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(o + c * 16, sum[c]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t c = 0; c < chunks; c++)
+        _mm512_storeu_ps(out + i * H * D + r * D + c * 16,
+                         _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + c * 16), _mm512_set1_ps(total[i * rep + r])));
+}
+
+// Floats of scratch attend_rows_d needs.
+static int64_t scratch_floats(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  return rows * rep * ((longest + BLOCK - 1) / BLOCK * BLOCK + 2 * D + 1) + 16;
+}
+
+// attend_rows_d compiled for the head sizes of the models we serve (64, 128; 16 for tests), where the
+// compiler keeps a head's query and output in registers, and for any other D.
+static void attend_rows(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k, const float *v,
+                        const int64_t *lengths, float scale, float *scratch, float *out) {
+  switch (D) {
+    case 128: attend_rows_d(q, rows, H, rep, 8, k, v, lengths, scale, scratch, out); break;
+    case 64: attend_rows_d(q, rows, H, rep, 4, k, v, lengths, scale, scratch, out); break;
+    case 16: attend_rows_d(q, rows, H, rep, 1, k, v, lengths, scale, scratch, out); break;
+    default: attend_rows_d(q, rows, H, rep, D / 16, k, v, lengths, scale, scratch, out);
+  }
+}
+
+// Returns 0; -1 for a shape it does not take (D not a multiple of 16 or over 256, rep over 8, a row
+// with no keys or more than S); -2 when scratch memory cannot be had. `tasks_per_head` splits each
+// key head's rows among that many tasks (any split gives the same bits).
+int livefim_attention(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
+                      int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
+  if (D % 16 != 0 || D / 16 > MAX_CHUNKS || rep < 1 || rep > MAX_REP) return -1;
+  for (int64_t i = 0; i < Q; i++)
+    if (lengths[i] < 1 || lengths[i] > S) return -1;
+  const int64_t H = Hkv * rep;
+  const int threads = omp_get_max_threads();
+  const int64_t per_head = Hkv >= threads ? 1 : (threads + Hkv - 1) / Hkv;  // tasks per key head
+  const int64_t chunk = (Q + per_head - 1) / per_head;  // rows per task
+  const int64_t tasks_per_head = (Q + chunk - 1) / chunk;
+  int failed = 0;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < Hkv * tasks_per_head; t++) {
+    const int64_t g = t / tasks_per_head, i0 = (t % tasks_per_head) * chunk;
+    const int64_t rows = Q - i0 < chunk ? Q - i0 : chunk;
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((scratch_floats(rows, rep, D, lengths + i0) + 15) / 16 * 16));
+    if (!scratch) {
+#pragma omp atomic write
+      failed = 1;
+      continue;
+    }
+    attend_rows(q + (i0 * H + g * rep) * D, rows, H, rep, D, k + g * head_stride, v + g * head_stride, lengths + i0,
+                scale, scratch, out + (i0 * H + g * rep) * D);
+    free(scratch);
+  }
+  return failed ? -2 : 0;
+}
+#pragma GCC pop_options

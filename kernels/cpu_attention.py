@@ -1,0 +1,133 @@
+"""Batch-invariant attention for decode steps and speculative verification on the CPU.
+
+Why: a speculative pass must give each drafted row the logits a decode step would
+give it, bit for bit, or greedy output can drift from plain decoding on a near-tie.
+The linear layers are row-independent (``cpu_int8``), but SDPA's CPU kernel blocks
+its work by the number of query rows, so row ``i`` of an 8-row pass differs in the
+last bits from the same row alone; with int8-rounded activations (``w8a8``) that
+difference sometimes becomes a whole rounding step and flips a token
+(BENCHMARKS.md: 9 of 10 tasks identical). ``cpu_attention.c`` computes each
+(key head, query row) on its own, in a fixed order, so row ``i`` of any pass equals
+a 1-row call over the same keys. It is also faster than SDPA at these sizes (a
+decode step reads each key head once for all of its query heads).
+
+Scope: fp32, one sequence, query rows that each see a prefix of the keys (a
+decode step, or a causal pass over a cache); ``attention`` returns None for
+anything else and the caller keeps SDPA. Needs AVX-512F and a C compiler.
+
+Example: 2 new rows over 3 cached ones, row 0 sees 4 keys and row 1 all 5::
+
+    >>> q, k, v = torch.randn(1, 4, 2, 16), torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16)
+    >>> mask = torch.ones(2, 5, dtype=torch.bool).tril(3)[None, None]
+    >>> out = attention(q, k, v, mask)
+    >>> out is None or bool(torch.allclose(out.transpose(1, 2), attention_reference(q, k, v, mask), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kernels.cbuild import load_c_library
+from kernels.cpu_int8 import cpu_flags
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_attention.c")
+MAX_ROWS = 16  # query rows up to which a pass takes this kernel (a verification; longer passes are prefill)
+ATTENTION_ENV = "LIVEFIM_CPU_ATTENTION"  # "torch" keeps SDPA everywhere (to compare the two)
+
+_library: ctypes.CDLL | None = None
+_failed = False
+_lock = threading.Lock()
+
+
+def _load() -> ctypes.CDLL | None:
+    global _library, _failed
+    with _lock:
+        if _library is None and not _failed:
+            try:
+                if "avx512f" not in cpu_flags():
+                    raise RuntimeError("needs AVX-512F")
+                library = load_c_library(SOURCE)
+                pointer, size = ctypes.c_void_p, ctypes.c_int64
+                library.livefim_attention.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size,
+                                                      pointer, ctypes.c_float, pointer]
+                library.livefim_attention.restype = ctypes.c_int
+                _library = library
+            except (OSError, RuntimeError) as error:
+                log.info("CPU attention kernel unavailable, SDPA serves: %s", error)
+                _failed = True
+        return _library
+
+
+def available() -> bool:
+    """Whether ``attention`` runs here (AVX-512F, the kernel builds) and ``$LIVEFIM_CPU_ATTENTION`` is not ``torch``."""
+    return os.environ.get(ATTENTION_ENV, "kernel") != "torch" and _load() is not None
+
+
+def prefix_lengths(mask: Tensor | None, q_len: int, kv_len: int) -> Tensor | None:
+    """How many keys each query row sees, when every row sees a prefix of them (else None).
+
+    ``mask``: None (one row: it sees every key) or boolean ``[1, 1, Q, S]``.
+
+    >>> prefix_lengths(torch.ones(3, 6, dtype=torch.bool).tril(3)[None, None], 3, 6).tolist()
+    [4, 5, 6]
+    """
+    if mask is None:
+        return torch.full((1,), kv_len, dtype=torch.int64) if q_len == 1 else None
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[0] != 1 or mask.shape[1] != 1:
+        return None
+    rows = mask[0, 0]
+    lengths = rows.sum(-1, dtype=torch.int64)
+    prefix = torch.arange(kv_len)[None, :] < lengths[:, None]
+    return lengths.contiguous() if bool((lengths > 0).all()) and torch.equal(rows, prefix) else None
+
+
+def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scale: float | None = None) -> Tensor | None:
+    """``query [1, H, Q, D]`` over ``key, value [1, Hkv, S, D]`` -> ``[1, Q, H, D]`` (the layout the model's
+    output projection takes), or None where this kernel does not apply (then use SDPA)."""
+    batch, heads, q_len, head_dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    if (batch != 1 or q_len > MAX_ROWS or query.dtype != torch.float32 or key.dtype != torch.float32
+            or value.dtype != torch.float32 or query.device.type != "cpu" or heads % kv_heads
+            or heads // kv_heads > 8 or head_dim % 16 or head_dim > 256 or not available()):
+        return None
+    lengths = prefix_lengths(mask, q_len, kv_len)
+    if lengths is None or not (_rows_packed(key) and _rows_packed(value) and key.stride(1) == value.stride(1)):
+        return None
+    library = _load()
+    assert library is not None
+    rows = query[0].transpose(0, 1).contiguous()  # [Q, H, D]
+    out = torch.empty(1, q_len, heads, head_dim, dtype=torch.float32)
+    status = library.livefim_attention(
+        rows.data_ptr(), q_len, kv_heads, heads // kv_heads, head_dim, key.data_ptr(), value.data_ptr(),
+        key.stride(1), kv_len, lengths.data_ptr(), head_dim ** -0.5 if scale is None else scale, out.data_ptr())
+    assert status == 0, f"CPU attention rejected Q={q_len} S={kv_len} D={head_dim} (status {status})"
+    return out
+
+
+def _rows_packed(tensor: Tensor) -> bool:
+    """Each head's rows are contiguous D-float rows (a prefix of a reserved buffer qualifies)."""
+    return tensor.stride(3) == 1 and tensor.stride(2) == tensor.shape[3]
+
+
+def attention_reference(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scale: float | None = None) -> Tensor:
+    """What ``attention`` computes, ``[1, H, Q, D]``, in float64 torch: repeat the key heads, then softmax."""
+    rep = query.shape[1] // key.shape[1]
+    key = key.double().repeat_interleave(rep, dim=1)
+    value = value.double().repeat_interleave(rep, dim=1)
+    scores = query.double() @ key.transpose(-1, -2) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ value).float()
+
+
+__all__ = ["ATTENTION_ENV", "MAX_ROWS", "attention", "attention_reference", "available", "prefix_lengths"]
