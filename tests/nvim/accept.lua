@@ -54,10 +54,14 @@ end, 120000, function()
     result.cursor = vim.api.nvim_win_get_cursor(0)
     result.suggestion = livefim.current().text
     result.extmarks = #vim.api.nvim_buf_get_extmarks(0, vim.api.nvim_create_namespace("livefim"), 0, -1, {})
+    local accepted = livefim.current()
     keys("<Tab>")
-    when(function() return livefim.current() == nil end, 10000, function()
+    -- Accepting changes the buffer, and that change asks for the next suggestion: a fast model can
+    -- show one before the next poll, so wait for the insertion rather than for an empty screen.
+    when(function() return not vim.deep_equal(vim.api.nvim_buf_get_lines(0, 0, -1, false), result.typed) end, 10000, function()
       result.after = vim.api.nvim_buf_get_lines(0, 0, -1, false)
-      result.shown_after_accept = false
+      local now = livefim.current()
+      result.shown_after_accept = now ~= nil and now.id == accepted.id and now.text == accepted.text
       finish(result)
     end, "the suggestion was not accepted")
   end, "no suggestion arrived")
