@@ -13,15 +13,18 @@ Activation quantization with one scale per tensor (torch's dynamic int8)
 changed a fifth of the 1.5B's argmax choices in the same check. With one scale
 per 32 inputs of a row instead, the grid the weights use, it keeps 98.8-99.5%
 of them and the perplexity (``w8a8``, the ``"vnni"`` layout, for CPUs with
-AVX512-VNNI): ``vpdpbusd`` then multiplies 64 int8 pairs per instruction, so a
-speculative pass over 8 rows is no longer bound by widening weights to fp32.
+AVX512-VNNI, the default there): ``vpdpbusd`` then multiplies 64 int8 pairs per
+instruction, so a speculative pass over 8 rows is no longer bound by widening
+weights to fp32. Where the CPU also has AMX-INT8, batches of 2+ rows (passes and
+prefill alike) run on AMX tiles with the same integer sums, so every row gets
+the bits a 1-row step would: the linear layers are batch-invariant.
 
-The kernel (``int8_linear.c``, AVX2 + FMA + F16C, and an AVX-512F variant
-used where the CPU has it; OpenMP through torch's own runtime) is compiled once with the system C compiler into
-``~/.cache/livefim/kernels``. Batches of more than ``SMALL_BATCH`` rows
-(prefill) dequantize the weights a slice at a time and use torch's sgemm,
-which is faster there. Without a compiler or AVX2, ``kernel_available()`` is
-False and callers keep fp32.
+The kernel (``int8_linear.c``, AVX2 + FMA + F16C, and AVX-512F, VNNI and AMX
+variants used where the CPU has them; OpenMP through torch's own runtime) is
+compiled once with the system C compiler into ``~/.cache/livefim/kernels``.
+Batches of more than ``SMALL_BATCH`` rows (prefill) dequantize the weights a
+slice at a time and use torch's sgemm, which is faster there, except on AMX.
+Without a compiler or AVX2, ``kernel_available()`` is False and callers keep fp32.
 
 Layout, ``T = ceil(N / 16)`` tiles of 16 output channels:
 ``weights[T, K, 16]`` int8 and ``scales[T, K / 32, 16]`` fp16; the ``"vnni"``
@@ -137,11 +140,19 @@ def quantize_activations_reference(x: Tensor) -> Tensor:
     return (torch.round(groups / scales).clamp(-127, 127) * scales).reshape(x.shape)
 
 
-def linear_reference(x: Tensor, packed: PackedInt8, bias: Tensor | None = None) -> Tensor:
-    """``x @ dequantize(w).T + bias`` in torch: what ``linear`` must equal up to summation order. With the
-    ``"vnni"`` layout, batches of up to ``SMALL_BATCH`` rows multiply ``quantize_activations_reference(x)``."""
+def rounds_activations(packed: PackedInt8, rows: int, isa: str | None = None) -> bool:
+    """Whether ``linear(..., isa=isa)`` multiplies int8-rounded activations for a batch of ``rows``: the
+    ``"vnni"`` layout does for batches up to ``SMALL_BATCH``, and for every batch where AMX runs (a prefill
+    included: AMX's int8 products beat dequantizing to fp32 for sgemm at every size, BENCHMARKS.md)
+    unless ``isa="vnni"`` keeps it off AMX."""
+    return packed.layout == "vnni" and (rows <= SMALL_BATCH or (isa != "vnni" and rows > 1 and amx_available()))
+
+
+def linear_reference(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
+    """``x @ dequantize(w).T + bias`` in torch: what ``linear`` (same ``isa``) must equal up to summation
+    order. Where ``rounds_activations``, it multiplies ``quantize_activations_reference(x)``."""
     x = x.float()
-    if packed.layout == "vnni" and x.reshape(-1, x.shape[-1]).shape[0] <= SMALL_BATCH:
+    if rounds_activations(packed, x.reshape(-1, x.shape[-1]).shape[0], isa):
         weight = dequantize_reference(packed).double()
         out = torch.nn.functional.linear(quantize_activations_reference(x).double(), weight, None if bias is None else bias.double())
         return out.float()
@@ -291,6 +302,8 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     library = load_library()
     if packed.layout == "vnni":
         isa = isa if isa in ("vnni", "amx") else ("amx" if x.numel() > x.shape[-1] and amx_available() else "vnni")
+        if isa == "amx" and not amx_available():  # the tile state is granted there; without it AMX faults
+            raise RuntimeError(f"AMX is unavailable here (needs AMX-INT8, the kernel, Linux's grant; {AMX_ENV} not 0)")
     else:
         isa = isa or _isa()
     k, n = packed.in_features, packed.out_features
@@ -298,7 +311,7 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     rows = x.reshape(-1, k).float().contiguous()
     m = rows.shape[0]
     bias32 = None if bias is None else bias.detach().float().contiguous()
-    if m <= SMALL_BATCH:
+    if m <= SMALL_BATCH or (isa == "amx" and rounds_activations(packed, m, isa)):
         out = torch.empty(m, n, dtype=torch.float32)
         kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni,
                   "amx": library.livefim_int8_linear_amx}.get(isa, library.livefim_int8_linear)

@@ -39,14 +39,23 @@ def onednn_available() -> bool:
 
 
 def default_cpu_linear() -> str:
-    """``$LIVEFIM_CPU_LINEAR`` when set, else int8 weights (``kernels/cpu_int8.py``); ``use_cpu_linears``
-    falls back to oneDNN, then torch, where a path is unavailable."""
+    """``$LIVEFIM_CPU_LINEAR`` when set; else ``w8a8`` on CPUs with AVX512-VNNI and ``int8`` weights
+    elsewhere (``kernels/cpu_int8.py``). ``use_cpu_linears`` falls back to oneDNN, then torch, where a
+    path is unavailable.
+
+    Why w8a8 where it runs: the same next-token predictions as int8 weights alone (99%, BENCHMARKS.md),
+    faster decode steps and much cheaper speculative passes, and, with the batch-invariant attention,
+    a verification pass scores each row with exactly the bits a decode step would, so speculative output
+    is byte-identical to plain decoding by construction (the fp32-activation kernel sums a batch in
+    another order than one row)."""
     chosen = os.environ.get(CPU_LINEAR_ENV, "").strip().lower()
     if chosen:
         if chosen not in CPU_LINEAR_CHOICES:
             raise ValueError(f"{CPU_LINEAR_ENV} must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {chosen!r}")
         return chosen
-    return "int8"
+    from kernels.cpu_int8 import vnni_available
+
+    return "w8a8" if vnni_available() else "int8"
 
 
 def use_cpu_linears(model: torch.nn.Module, choice: str) -> str:

@@ -45,9 +45,13 @@ def test_real_model_loads_with_onednn_and_agrees_with_torch(tokenizer):
     assert int(fast.argmax()) == int(slow.argmax())
 
 
-def test_the_default_is_int8_unless_the_environment_says_otherwise(monkeypatch):
+@pytest.mark.parametrize("vnni", [True, False])
+def test_the_default_is_w8a8_with_vnni_else_int8_unless_the_environment_says_otherwise(monkeypatch, vnni):
+    from kernels import cpu_int8
+
     monkeypatch.delenv("LIVEFIM_CPU_LINEAR", raising=False)
-    assert default_cpu_linear() == "int8"
+    monkeypatch.setattr(cpu_int8, "vnni_available", lambda: vnni)
+    assert default_cpu_linear() == ("w8a8" if vnni else "int8")
     monkeypatch.setenv("LIVEFIM_CPU_LINEAR", "onednn")
     assert default_cpu_linear() == "onednn"
 
