@@ -401,7 +401,8 @@ class CompletionEngine:
         settings = self.speculation_settings
         history, ahead = self._ids_around_cursor(prefix, suffix)
         corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
-        lookup = PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram)
+        lookup = PromptLookup(corpus, max_draft=settings.lookup_max_draft,
+                              min_ngram=settings.min_ngram_for(self.model.cheap_verify_rows))
         if speculation == "lookup" or draft_state is None:
             return lookup, history
         distribution = None

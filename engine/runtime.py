@@ -46,6 +46,19 @@ class LoadedModel:
     def stop_token_ids(self) -> frozenset[int]:
         return frozenset(self.family.stop_token_ids)
 
+    @property
+    def cheap_verify_rows(self) -> bool:
+        """Whether a pass over a few more rows costs little more than a one-token step: on a GPU, and on a
+        CPU whose int8-activation batches run on AMX (9 rows 1.4x one row, against 2.3x with fp32
+        activations; BENCHMARKS.md). Speculation then drafts on weaker evidence."""
+        if self.device.type == "cuda":
+            return True
+        if self.cpu_linear != "w8a8":
+            return False
+        from kernels.cpu_int8 import amx_available
+
+        return amx_available()
+
 
 def load_model(
     name: str | None = None, device: str | None = None, *, install_missing: bool = False, cpu_linear: str | None = None
@@ -53,8 +66,9 @@ def load_model(
     """Load an installed model (fp32 on CPU, fp16 on CUDA).
 
     On CPU the linear layers hold int8 weights (``kernels/cpu_int8.py``: 2.5x
-    the decode speed of fp32 here, same predictions to within rounding) unless
-    ``cpu_linear`` (or ``$LIVEFIM_CPU_LINEAR``) says ``onednn`` or ``torch``.
+    the decode speed of fp32 here, same predictions to within rounding), with
+    int8-rounded activations where the CPU has AVX512-VNNI, unless ``cpu_linear``
+    (or ``$LIVEFIM_CPU_LINEAR``) says otherwise (``kernels.cpu_linear``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -43,10 +43,21 @@ class SpeculationSettings:
     """How much to draft; defaults chosen with ``livefim bench decode`` (BENCHMARKS.md)."""
 
     lookup_max_draft: int = 8
-    lookup_min_ngram: int = 3  # a 2-token match proposes too often and wrongly (simulated on bench tasks, seed 1)
+    lookup_min_ngram: int | None = None  # None: ``min_ngram_for`` the model's pass costs
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3
+
+    def min_ngram_for(self, cheap_verify_rows: bool) -> int:
+        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 2 where
+        extra verification rows are cheap (``LoadedModel.cheap_verify_rows``) and 3 where they are not.
+
+        Why: a 2-token match proposes more often and more wrongly. With fp32-activation passes (an 8-row pass
+        2.3x a step) that cost more than it won; on AMX (1.4x) it is never worse: 1.78 -> 1.79x and
+        1.45 -> 1.56x on repository next lines, seeds 0 and 1 (BENCHMARKS.md)."""
+        if self.lookup_min_ngram is not None:
+            return self.lookup_min_ngram
+        return 2 if cheap_verify_rows else 3
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Micro-benchmark of the PIE key re-rotation: what one edit's patch costs per model.
+"""Micro-benchmarks of the kernels: the PIE key re-rotation (what one edit's patch costs per model), and
+the CPU linear and attention variants side by side (``bench_cpu_kernels``, ``livefim bench kernels``).
 
 A patch re-rotates the suffix of every layer's keys in place, so the number
 that matters is milliseconds for all `layers` slices of [1, heads, rows,
@@ -76,4 +77,54 @@ def bench_rerotate(
                 rerotate_keys_triton(keys, deltas, inv_freq, out=keys)
 
         result["triton_ms"] = _time_ms(triton_step, device, repeats)
+    return result
+
+
+def bench_cpu_kernels(
+    rows: tuple[int, ...] = (1, 2, 4, 8, 16, 256),
+    shape: tuple[int, int] = (8960, 1536),
+    contexts: tuple[int, ...] = (1024, 4096),
+    query_rows: tuple[int, ...] = (1, 9),
+    repeats: int = 20,
+) -> dict:
+    """Side by side in one process: one int8 projection ``shape = (out, in)`` through every CPU variant this
+    machine runs, and attention of ``query_rows`` rows over ``contexts`` keys (the 1.5B's heads: 12 query,
+    2 key, 128 wide) through the batch-invariant kernel and through SDPA with folded heads. Medians in ms.
+
+    Why: the variants' ratios are what decide the defaults (``w8a8``, AMX, the attention kernel), and only
+    a same-process comparison is fair on a shared machine."""
+    from kernels import cpu_attention, cpu_int8
+    from kernels.attention import grouped_query_attention
+
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    result: dict = {"linear": [], "attention": [], "shape": list(shape)}
+    if cpu_int8.kernel_available():
+        out_features, in_features = shape
+        k16 = cpu_int8.pack(torch.randn(out_features, in_features, generator=generator) * 0.05)
+        vnni = cpu_int8.to_vnni(k16) if cpu_int8.vnni_available() else None
+        variants: list[tuple[str, cpu_int8.PackedInt8, str | None]] = [(isa, k16, isa) for isa in cpu_int8.available_isas()]
+        if vnni is not None:
+            variants.append(("vnni", vnni, "vnni"))
+            if cpu_int8.amx_available():
+                variants.append(("amx", vnni, "amx"))
+        for count in rows:
+            x = torch.randn(count, in_features, generator=generator)
+            timings: dict = {"rows": count}
+            for name, packed, isa in variants:
+                if name == "amx" and count == 1:
+                    continue  # one row always takes the VNNI kernel
+                timings[f"{name}_ms"] = round(_time_ms(lambda: cpu_int8.linear(x, packed, None, isa=isa), cpu, repeats), 3)
+            result["linear"].append(timings)
+    for context in contexts:
+        for count in query_rows:
+            q = torch.randn(1, count, 12, 128, generator=generator).transpose(1, 2)
+            k = torch.randn(1, 2, context + 64, 128, generator=generator)[:, :, :context]
+            v = torch.randn(1, 2, context + 64, 128, generator=generator)[:, :, :context]
+            mask = torch.ones(count, context, dtype=torch.bool).tril(context - count)[None, None] if count > 1 else None
+            timings = {"keys": context, "rows": count,
+                       "sdpa_folded_ms": round(_time_ms(lambda: grouped_query_attention(q, k, v, mask), cpu, repeats), 3)}
+            if cpu_attention.available():
+                timings["kernel_ms"] = round(_time_ms(lambda: cpu_attention.attention(q, k, v, mask), cpu, repeats), 3)
+            result["attention"].append(timings)
     return result

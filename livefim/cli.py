@@ -392,6 +392,20 @@ def _cmd_bench_context(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from evals.machine import machine_facts
+    from kernels.bench import bench_cpu_kernels
+
+    report = bench_cpu_kernels(rows=_ints(args.rows), contexts=_ints(args.contexts), query_rows=_ints(args.query_rows),
+                               repeats=args.repeats)
+    print(json.dumps({"bench": "kernels", **machine_facts(), **report}, indent=2))
+    return 0
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livefim", description="Self-hosted fill-in-the-middle code completion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -530,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--seed", type=int, default=0)
     decode_bench.add_argument("--arms", default="plain,lookup,draft,combined")
     decode_bench.add_argument("--lookup-max", type=int, default=8, help="most tokens a prompt-lookup draft holds")
-    decode_bench.add_argument("--lookup-min-ngram", type=int, default=3, help="shortest n-gram match that proposes a draft")
+    decode_bench.add_argument("--lookup-min-ngram", type=int, default=None,
+                              help="shortest n-gram match that proposes a draft (default: 2 where verification rows are cheap, else 3)")
     decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
                               help="the draft model stops drafting below this probability of its own token")
@@ -562,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     latency_bench.add_argument("--model", default=None)
     latency_bench.add_argument("--engine", default=None, help="HOST:PORT of a running livefim serve (default: embedded)")
     latency_bench.set_defaults(run=_cmd_bench_latency)
+    kernels_bench = bench_sub.add_parser("kernels", help="CPU int8 linear variants and attention kernels, side by side (ms)")
+    kernels_bench.add_argument("--rows", default="1,2,4,8,16,256", help="batch rows of the 8960x1536 projection")
+    kernels_bench.add_argument("--contexts", default="1024,4096", help="cached keys for the attention timings")
+    kernels_bench.add_argument("--query-rows", default="1,9", help="query rows for the attention timings")
+    kernels_bench.add_argument("--repeats", type=int, default=20)
+    kernels_bench.set_defaults(run=_cmd_bench_kernels)
     context_bench = bench_sub.add_parser("context", help="index build files/s, update latency, retrieval p50/p95")
     context_bench.add_argument("--repo", default=None, help="repository (default: this Python's standard library)")
     context_bench.add_argument("--cursors", type=int, default=200)

@@ -37,3 +37,20 @@ def test_complete_prints_real_code_as_json(tmp_path):
     answer = json.loads(result.stdout)
     assert "width * height" in answer["text"] or "height * width" in answer["text"]
     assert answer["tokens"] > 0 and answer["timings"]["prefill_ms"] > 0
+
+
+def test_bench_kernels_times_every_variant_this_cpu_runs_side_by_side():
+    from kernels import cpu_attention, cpu_int8
+
+    result = subprocess.run(LIVEFIM + ["bench", "kernels", "--rows", "1,3", "--contexts", "40", "--query-rows", "1,3",
+                                       "--repeats", "2"], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout)
+    assert report["bench"] == "kernels" and report["cpu"]
+    expected = {f"{isa}_ms" for isa in cpu_int8.available_isas()} | ({"vnni_ms"} if cpu_int8.vnni_available() else set())
+    assert [entry["rows"] for entry in report["linear"]] == ([1, 3] if cpu_int8.kernel_available() else [])
+    for entry in report["linear"]:
+        wanted = expected | ({"amx_ms"} if cpu_int8.amx_available() and entry["rows"] > 1 else set())
+        assert wanted <= set(entry) and all(entry[key] > 0 for key in wanted)
+    assert [(entry["keys"], entry["rows"]) for entry in report["attention"]] == [(40, 1), (40, 3)]
+    for entry in report["attention"]:
+        assert entry["sdpa_folded_ms"] > 0 and (entry["kernel_ms"] > 0 if cpu_attention.available() else "kernel_ms" not in entry)

@@ -278,3 +278,18 @@ def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, 
         assert fast.token_ids == _PLAIN_CACHE[tuple(ids)]
         drafted, accepted = drafted + fast.drafted_tokens, accepted + fast.accepted_tokens
     assert drafted > 0 and (kind == "draft" or accepted > 0)
+
+
+def test_lookup_drafts_on_two_token_matches_only_where_verification_rows_are_cheap(tiny_model, monkeypatch):
+    from engine.speculate import SpeculationSettings
+    from kernels import cpu_int8
+
+    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=True) == 2
+    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=False) == 3
+    assert SpeculationSettings(lookup_min_ngram=4).min_ngram_for(cheap_verify_rows=True) == 4  # asked for: kept
+    assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
+    monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
+    monkeypatch.setattr(cpu_int8, "amx_available", lambda: True)
+    assert tiny_model.cheap_verify_rows
+    monkeypatch.setattr(cpu_int8, "amx_available", lambda: False)
+    assert not tiny_model.cheap_verify_rows
