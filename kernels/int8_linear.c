@@ -235,6 +235,29 @@ static void quantize_rows_vnni(const float *x, int64_t M, int64_t K, int8_t *xq,
   }
 }
 
+// Rows of x quantized for the int8-activation kernels, with `padded` >= M rows of codes (zeros past M).
+typedef struct {
+  int8_t *xq;
+  float *xs;
+  int32_t *xc;
+} quantized_rows;
+
+static void free_quantized(quantized_rows *rows) { free(rows->xq), free(rows->xs), free(rows->xc); }
+
+// Returns 0, or -2 when memory cannot be had (nothing is left allocated then).
+static int quantize_rows(const float *x, int64_t M, int64_t padded, int64_t K, quantized_rows *rows) {
+  const int64_t G = K / GROUP;
+  rows->xq = padded > M ? calloc((size_t)(padded * K), 1) : malloc((size_t)(M * K));
+  rows->xs = malloc(sizeof(float) * (size_t)(M * G));
+  rows->xc = malloc(sizeof(int32_t) * (size_t)(M * G));
+  if (!rows->xq || !rows->xs || !rows->xc) {
+    free_quantized(rows);
+    return -2;
+  }
+  quantize_rows_vnni(x, M, K, rows->xq, rows->xs, rows->xc);
+  return 0;
+}
+
 static inline __attribute__((always_inline)) void tile_rows_vnni(
     const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt, const uint16_t *st,
     int rows, __m512 out[ROWS_VNNI]) {
@@ -295,14 +318,11 @@ int livefim_int8_linear_vnni(const float *x, int64_t M, int64_t K, const uint8_t
                              const float *bias, float *y, int64_t N) {
   if (K % GROUP != 0) return -1;
   const int64_t G = K / GROUP, tiles = (N + 15) / 16;
-  int8_t *xq = malloc((size_t)(M * K));
-  float *xs = malloc(sizeof(float) * (size_t)(M * G));
-  int32_t *xc = malloc(sizeof(int32_t) * (size_t)(M * G));
-  if (!xq || !xs || !xc) {
-    free(xq), free(xs), free(xc);
-    return -2;
-  }
-  quantize_rows_vnni(x, M, K, xq, xs, xc);
+  quantized_rows rows;
+  if (quantize_rows(x, M, M, K, &rows) != 0) return -2;
+  const int8_t *xq = rows.xq;
+  const float *xs = rows.xs;
+  const int32_t *xc = rows.xc;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; t++) {
     const uint8_t *wt = w4 + t * K * 16;
@@ -312,7 +332,7 @@ int livefim_int8_linear_vnni(const float *x, int64_t M, int64_t K, const uint8_t
       vnni_blocks[rows - 1](xq + m0 * K, xs + m0 * G, xc + m0 * G, K, wt, st, y + m0 * N, N, t * 16, bias);
     }
   }
-  free(xq), free(xs), free(xc);
+  free_quantized(&rows);
   return 0;
 }
 
@@ -437,14 +457,11 @@ int livefim_int8_linear_amx(const float *x, int64_t M, int64_t K, const uint8_t 
   if (K % GROUP != 0) return -1;
   const int64_t G = K / GROUP, tiles = (N + 15) / 16, quads = tiles / 4;
   const int64_t padded = M <= AMX_ROWS ? M : (M + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;  // a last block reads zeros
-  int8_t *xq = calloc((size_t)(padded * K), 1);
-  float *xs = malloc(sizeof(float) * (size_t)(M * G));
-  int32_t *xc = malloc(sizeof(int32_t) * (size_t)(M * G));
-  if (!xq || !xs || !xc) {
-    free(xq), free(xs), free(xc);
-    return -2;
-  }
-  quantize_rows_vnni(x, M, K, xq, xs, xc);
+  quantized_rows rows;
+  if (quantize_rows(x, M, padded, K, &rows) != 0) return -2;
+  const int8_t *xq = rows.xq;
+  const float *xs = rows.xs;
+  const int32_t *xc = rows.xc;
   const int config_rows = M < AMX_ROWS ? (int)M : AMX_ROWS;
 #pragma omp parallel
   {
@@ -467,7 +484,7 @@ int livefim_int8_linear_amx(const float *x, int64_t M, int64_t K, const uint8_t 
     }
     _tile_release();
   }
-  free(xq), free(xs), free(xc);
+  free_quantized(&rows);
   return 0;
 }
 #pragma GCC pop_options
