@@ -98,3 +98,12 @@ def test_a_verification_pass_scores_each_token_as_a_decode_step_does(tokenizer):
         steps = [model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits[0, -1]
                  for token in drafted]
     assert torch.equal(together, torch.stack(steps))
+
+
+def test_a_mask_is_read_once_per_tensor_and_again_after_it_changes():
+    # every layer of a forward gets the same mask; an in-place change must not reuse stale lengths
+    mask = _causal(3, 7).clone()
+    assert cpu_attention._lengths_of(mask, 3, 7).tolist() == [5, 6, 7]
+    mask[0, 0, 0, 4] = False  # row 0 now sees keys 0-3
+    assert cpu_attention._lengths_of(mask, 3, 7).tolist() == [4, 6, 7]
+    assert cpu_attention._lengths_of(_causal(3, 7), 3, 7).tolist() == [5, 6, 7]  # an equal, newer tensor
