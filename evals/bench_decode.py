@@ -109,7 +109,7 @@ def make_proposer(
     if arm == "plain":
         return None
     lookup = PromptLookup([prompt_ids[:marker], prompt_ids[marker + 1 : -1]], max_draft=settings.lookup_max_draft,
-                          min_ngram=settings.min_ngram_for(False))
+                          min_ngram=settings.min_ngram_for(cheap_verify_rows=False))  # bench_decode set it for the target
     if arm == "lookup":
         return lookup
     assert draft is not None and draft_rows is not None

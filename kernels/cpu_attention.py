@@ -8,8 +8,9 @@ last bits from the same row alone; with int8-rounded activations (``w8a8``) that
 difference sometimes becomes a whole rounding step and flips a token
 (BENCHMARKS.md: 9 of 10 tasks identical). ``cpu_attention.c`` computes each
 (key head, query row) on its own, in a fixed order, so row ``i`` of any pass equals
-a 1-row call over the same keys. It is also faster than SDPA at these sizes (a
-decode step reads each key head once for all of its query heads).
+a 1-row call over the same keys. It takes SDPA's time for one row and 0.9-1.4x
+SDPA's for nine (``livefim bench kernels``, BENCHMARKS.md); in the 1.5B's passes
+it came out slightly ahead, as it reads each key head once for all its query heads.
 
 Scope: fp32, one sequence, query rows that each see a prefix of the keys (a
 decode step, or a causal pass over a cache); ``attention`` returns None for

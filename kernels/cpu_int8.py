@@ -300,18 +300,18 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     rows on AMX where ``amx_available()`` (the same bits as ``isa="vnni"``, which forces AVX512-VNNI); for
     the ``"k16"`` layout ``isa`` picks the variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
     library = load_library()
-    if packed.layout == "vnni":
-        isa = isa if isa in ("vnni", "amx") else ("amx" if x.numel() > x.shape[-1] and amx_available() else "vnni")
-        if isa == "amx" and not amx_available():  # the tile state is granted there; without it AMX faults
-            raise RuntimeError(f"AMX is unavailable here (needs AMX-INT8, the kernel, Linux's grant; {AMX_ENV} not 0)")
-    else:
-        isa = isa or _isa()
     k, n = packed.in_features, packed.out_features
     assert x.shape[-1] == k, f"x has {x.shape[-1]} features, the layer takes {k}"
     rows = x.reshape(-1, k).float().contiguous()
     m = rows.shape[0]
+    if packed.layout == "vnni":
+        isa = isa if isa in ("vnni", "amx") else ("amx" if m > 1 and amx_available() else "vnni")
+        if isa == "amx" and not amx_available():  # the tile state is granted there; without it AMX faults
+            raise RuntimeError(f"AMX is unavailable here (needs AMX-INT8, the kernel, Linux's grant; {AMX_ENV} not 0)")
+    else:
+        isa = isa or _isa()
     bias32 = None if bias is None else bias.detach().float().contiguous()
-    if m <= SMALL_BATCH or (isa == "amx" and rounds_activations(packed, m, isa)):
+    if m <= SMALL_BATCH or isa == "amx":  # AMX takes every batch size (rounds_activations says the same)
         out = torch.empty(m, n, dtype=torch.float32)
         kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni,
                   "amx": library.livefim_int8_linear_amx}.get(isa, library.livefim_int8_linear)

@@ -199,7 +199,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from evals.bench_model import bench_llamacpp, bench_model
 
-    contexts = [int(c) for c in args.contexts.split(",")]
+    contexts = list(_ints(args.contexts))
     # llama.cpp first: once torch has run here, its OpenMP threads spin between calls (OMP_WAIT_POLICY=ACTIVE)
     # and take a core from llama.cpp's child process (measured: 0.5B decode 172 ms/token instead of 44).
     reference, failed = [], False
@@ -262,7 +262,7 @@ def _cmd_bench_suggestions(args: argparse.Namespace) -> int:
     def show(record: dict) -> None:
         print(json.dumps(record), file=sys.stderr, flush=True)
 
-    report = bench_suggestions(args.model, ks=tuple(int(k) for k in args.k.split(",")), limit=args.limit, seed=args.seed,
+    report = bench_suggestions(args.model, ks=_ints(args.k), limit=args.limit, seed=args.seed,
                                methods=methods, ngram_weight=args.ngram_weight, device=args.device, progress=show)
     print(json.dumps(report, indent=2))
     return 0
@@ -271,7 +271,7 @@ def _cmd_bench_suggestions(args: argparse.Namespace) -> int:
 def _cmd_bench_edit(args: argparse.Namespace) -> int:
     from evals.bench_edit import bench_edit
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = list(_ints(args.sizes))
     kinds = args.edits.split(",")
     report = bench_edit(
         args.model, sizes, kinds, args.device,
@@ -403,7 +403,8 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(",") if part.strip())
+    """A comma list of integers, as the bench options take them: ``"1024,4096"`` -> ``(1024, 4096)``."""
+    return tuple(int(part) for part in text.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -532,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--decode-tokens", type=int, default=32)
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
-    model_bench.add_argument("--cpu-linear", default="int8", help="comma list of CPU matmul paths to compare: int8, onednn, torch")
+    model_bench.add_argument("--cpu-linear", default="int8", help="comma list of CPU matmul paths to compare: w8a8, int8, onednn, torch")
     model_bench.add_argument("--llamacpp", action="store_true",
                              help="also time llama.cpp on the same GGUF, side by side (needs `pip install llama-cpp-python`)")
     model_bench.set_defaults(run=_cmd_bench)
