@@ -17,6 +17,12 @@ suffix are cut on line boundaries to their own budgets (the prefix keeps its
 last lines, the suffix its first). Chunks of one file that are not adjacent are
 separated by an elision line in the file's comment syntax (``# ...``).
 
+Module outlines (``outline``: signature lines from ``context.outline``) come
+after the chunks, likeliest first, in a budget of their own
+(``max_outline_tokens``, on top of the chunks' budget, so they never push a
+chunk out); a signature inside a chosen chunk is left out. They join their
+file's block like chunks, each with an elision line for its body.
+
 Example (a word counter stands in for the tokenizer)::
 
     >>> words = lambda text: len(text.split())
@@ -48,6 +54,7 @@ class ContextBudget:
     max_context_tokens: int = 1024
     max_prefix_tokens: int = 1536
     max_suffix_tokens: int = 512
+    max_outline_tokens: int = 256  # signature lines (context.outline), on top of the chunks' budget
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class RepoPrompt:
     truncated_prefix: bool
     truncated_suffix: bool
     stable_segments: int  # leading segments that depend only on the chosen chunks (KV-reusable)
+    outlined: tuple[RetrievedChunk, ...] = ()  # signature pieces that fit, in prompt order
 
     def render(self) -> str:
         """The prompt as one string (for logs and tests; the engine tokenizes ``segments``)."""
@@ -160,6 +168,7 @@ def assemble_repo_prompt(
     repo_name: str = "",
     markers: RepoFormat = RepoFormat(),
     order: str = "path",
+    outline: list[RetrievedChunk] | tuple[RetrievedChunk, ...] = (),
 ) -> RepoPrompt:
     """The repo-level FIM prompt as segments (see the module docstring for order and budget)."""
     # 1. Prefix and suffix, each cut to its budget on line boundaries.
@@ -180,6 +189,19 @@ def assemble_repo_prompt(
             chosen, cost = trial, trial_cost
         else:
             dropped.append(chunk)
+    # 2b. Signatures of likely module attributes, in their own budget, never overlapping a chunk.
+    outlined: list[RetrievedChunk] = []
+    if chosen or outline:
+        limit = max(cost, _context_cost(repo_line, {}, count_tokens, cache)) + budget.max_outline_tokens
+        for piece in sorted(outline, key=lambda c: -c.score):
+            if any(c.start_line < piece.end_line and piece.start_line < c.end_line for c in chosen.get(piece.path, ())):
+                continue
+            trial = {path: list(items) for path, items in chosen.items()}
+            trial.setdefault(piece.path, []).append(piece)
+            trial_cost = _context_cost(repo_line, trial, count_tokens, cache)
+            if trial_cost <= limit:
+                chosen, cost = trial, trial_cost
+                outlined.append(piece)
     if not chosen:
         cost = 0
 
@@ -193,9 +215,10 @@ def assemble_repo_prompt(
     else:
         assert order == "path", order
         file_order = sorted(chosen)
+    signature_ids = {id(piece) for piece in outlined}
     for path in file_order:
         segments += [Segment(CONTROL, markers.file_sep, "context"), Segment(TEXT, f"{path}\n{_file_body(path, chosen[path])}", "context")]
-        included += sorted(chosen[path], key=lambda c: c.start_line)
+        included += sorted((c for c in chosen[path] if id(c) not in signature_ids), key=lambda c: c.start_line)
     stable = len(segments)
     segments += [
         Segment(CONTROL, markers.file_sep, "file"),
@@ -206,5 +229,6 @@ def assemble_repo_prompt(
         Segment(TEXT, kept_suffix, "suffix"),
         Segment(CONTROL, markers.fim_middle, "middle"),
     ]
+    outlined.sort(key=lambda c: (file_order.index(c.path), c.start_line))
     return RepoPrompt(tuple(segments), tuple(included), tuple(dropped), cost, kept_prefix, kept_suffix,
-                      cut_prefix, cut_suffix, stable)
+                      cut_prefix, cut_suffix, stable, tuple(outlined))

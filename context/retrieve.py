@@ -28,6 +28,13 @@ the current file's visible window (the model already sees it). Weights were set
 on the cross-file next-line tasks of ``evals/repo_tasks.py`` (recall@5, seeds 0-4)
 and checked on seeds 10-14, which nothing was tuned on.
 
+Outline: the chunks above hold the definition a module-attribute line uses
+(``_base.Future()``) only about 60% of the time at rank 5, because which of a
+module's names comes next is rarely clear from the cursor. So the result also
+carries ``outline``: the signature lines of the likeliest ``outline_names``
+names of the ``outline_modules`` nearest imported modules (ranked as for
+``popular``), for the prompt's outline budget (``context.outline``).
+
 Skip signal: retrieval costs prompt tokens, and prefill is the expensive part on a
 CPU (about 1 s per 100-200 tokens here), so a request whose cursor names nothing
 from other files (``external_names == 0``), whose file imports nothing from the
@@ -61,6 +68,7 @@ import numpy as np
 from context.bm25 import split_identifiers
 from context.index import RepoIndex, SymbolRef
 from context.languages import LanguageSpec, language_for_path
+from context.outline import outline
 from context.resolve import (
     Target,
     lookup_in_files,
@@ -111,6 +119,8 @@ class RetrievalOptions:
     attribute_bm25_weight: float = 2.0  # a module attribute's score: log(1 + popularity) + this × BM25 share
     attribute_use_weight: float = 3.0  # ... + this × log(1 + uses in this file)
     attribute_private_penalty: float = 0.3  # ... − this for a _private name
+    outline_names: int = 32  # signature lines of the nearest modules' likeliest names (context.outline); 0: none
+    outline_modules: int = 3
     rrf_k: float = 10.0
     unused_import_distance: float = 1.0  # where an imported-but-unused name ranks among used ones
     skip_min_bm25: float = 0.35
@@ -125,6 +135,7 @@ class RetrievalResult:
     bm25_top: float  # best BM25 score / query idf mass (0 when nothing matched)
     elapsed_ms: float
     unused_imports: int = 0  # repository names this file imports but does not use yet
+    outline: tuple[RetrievedChunk, ...] = ()  # signature lines of likely module attributes, likeliest first
 
 
 class Retriever(Protocol):
@@ -374,13 +385,20 @@ def retrieve(
 
         # Modules named near the cursor (``events.``): their likeliest next attributes.
         own_attributes = {split_chain(c)[-1] for c in usages if len(split_chain(c)) > 1}
-        for files, distance in sorted(module_distance.items(), key=lambda item: item[1])[: options.popular_modules]:
+        attributes: list[tuple[float, SymbolRef]] = []  # every ranked attribute, for the outline
+        nearest_modules = sorted(module_distance.items(), key=lambda item: item[1])
+        for position, (files, distance) in enumerate(nearest_modules[: max(options.popular_modules, options.outline_modules)]):
             head = module_heads[files]
             own_uses = _attribute_uses(usages, head, cursor_line)
             ranked = _likely_attributes(index, files, own_attributes, own_uses, scores, query_weight, options)
-            for place, ref in enumerate(ranked[: options.popular_per_module]):
-                if ref.chunk_id not in hidden and ref.path != rel:
-                    popular.append((place + options.popular_distance_scale * distance, ref.chunk_id, ref.symbol.name))
+            for place, ref in enumerate(ranked):
+                if ref.chunk_id in hidden or ref.path == rel:
+                    continue
+                rank = place + options.popular_distance_scale * distance
+                if position < options.outline_modules:
+                    attributes.append((rank, ref))
+                if position < options.popular_modules and place < options.popular_per_module:
+                    popular.append((rank, ref.chunk_id, ref.symbol.name))
         popular.sort()
 
         # 3. Fuse, de-duplicate, cap per file.
@@ -417,9 +435,15 @@ def retrieve(
             chosen.append(RetrievedChunk(chunk.path, chunk.start_line, chunk.end_line, chunk.text, score, reason, chunk_id))
             if len(chosen) >= options.max_chunks:
                 break
+        # Chosen chunks are not excluded: the prompt budget may drop them, and assembly skips
+        # a signature that a chunk in the prompt already holds.
+        signatures = tuple(
+            RetrievedChunk(s.path, s.start_line, s.end_line, s.text, -s.rank, f"outline:{s.name}", s.chunk_id)
+            for s in outline(index, attributes, hidden, options.outline_names)
+        )
         skip = external == 0 and unused == 0 and bm25_top < options.skip_min_bm25
         elapsed = (time.perf_counter() - started) * 1000.0
-        return RetrievalResult(tuple(chosen), skip, external, bm25_top, elapsed, unused)
+        return RetrievalResult(tuple(chosen), skip, external, bm25_top, elapsed, unused, signatures)
 
 
 def _usage_distances(usages: dict[str, tuple[int, ...]], cursor_line: int) -> dict[str, float]:

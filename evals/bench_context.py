@@ -32,6 +32,7 @@ import statistics
 import sysconfig
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from context.index import Progress, build_index
@@ -130,9 +131,12 @@ def bench_context(
         assert not index.definitions(probe)
     update = {"edits": len(edit_ms), **_summary(edit_ms), "restore": _summary(restore_ms)}
 
-    # 4. Retrieval at cursors sampled from the repository's own files.
+    # 4. Retrieval at cursors sampled from the repository's own files; at each cursor also
+    #    without module outlines, side by side, so their cost reads as a difference.
     latencies: list[float] = []
-    skipped = returned = 0
+    without_outline: list[float] = []
+    plain = replace(options, outline_names=0)
+    skipped = returned = outlined = 0
     for _ in range(cursors):
         path = rng.choice(paths)
         text = (repo / path).read_text(encoding="utf-8")
@@ -145,9 +149,15 @@ def bench_context(
         latencies.append((time.perf_counter() - started) * 1000)
         skipped += result.skip
         returned += len(result.chunks)
+        outlined += len(result.outline)
+        started = time.perf_counter()
+        retrieve(index, path, text[:offset], text[offset:], plain)
+        without_outline.append((time.perf_counter() - started) * 1000)
     retrieval = {
         "cursors": len(latencies),
         **_summary(latencies),
+        "without_outline": _summary(without_outline),
+        "mean_outline_signatures": round(outlined / max(1, len(latencies)), 2),
         "skip_rate": round(skipped / max(1, len(latencies)), 3),
         "mean_chunks": round(returned / max(1, len(latencies)), 2),
     }

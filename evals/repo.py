@@ -27,9 +27,11 @@ from engine.repo_context import RepoContext
 from engine.runtime import LoadedModel, load_model
 from engine.types import CompletionOptions, Scope
 from evals.edits import edit_similarity, exact, fetch_release, paired_difference
-from evals.repo_tasks import RepoTask, build_repo_tasks, retrieval_recall, stdlib_roots
+from evals.repo_tasks import RepoTask, qwen_token_counter, build_repo_tasks, retrieval_recall, stdlib_roots
 
 SUITE_FILE = Path(__file__).with_name("repo_suite.toml")
+# off: no context; on: the product's context (chunks and module outlines); chunks: on without outlines.
+ARMS = ("off", "on", "chunks")
 
 
 def pypi_roots(path: Path = SUITE_FILE) -> list[Path]:
@@ -75,6 +77,7 @@ def run_repo_eval(
     order: str = "path",
     max_chunks: int = RetrievalOptions().max_chunks,
     arms: tuple[str, ...] = ("off", "on"),
+    outline_tokens: int = ContextBudget().max_outline_tokens,
     progress: Callable[[dict], None] | None = None,
     records_out: list[dict] | None = None,
 ) -> dict:
@@ -86,44 +89,62 @@ def run_repo_eval(
     tasks = build_repo_tasks(roots, limit, seed)
     engines: dict[str, CompletionEngine] = {}
     records: list[dict] = [] if records_out is None else records_out
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
     for task in tasks:
         if task.repo not in engines:
-            context = RepoContext(build_index(Path(task.repo)), ContextBudget(max_context_tokens=context_tokens),
-                                  RetrievalOptions(max_chunks=max_chunks), order=order)
-            engines[task.repo] = CompletionEngine(loaded, background=False, repo_context=context)
-        engine = engines[task.repo]
-        off, _, off_s = complete_line(engine, task, retrieval=False) if "off" in arms else ("", 0, 0.0)
-        on, chunks, on_s = complete_line(engine, task, retrieval=True) if "on" in arms else ("", 0, 0.0)
+            index = build_index(Path(task.repo))
+            for arm, outline in (("on", outline_tokens), ("chunks", 0)):
+                budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline)
+                context = RepoContext(index, budget, RetrievalOptions(max_chunks=max_chunks), order=order)
+                engines[(task.repo, arm)] = CompletionEngine(loaded, background=False, repo_context=context)
         record = {"repo": Path(task.repo).name, "file": task.file, "line": task.line, "name": task.name,
-                  "target": task.target, "off": off, "on": on, "context_chunks": chunks,
-                  "off_s": round(off_s, 3), "on_s": round(on_s, 3)}
+                  "target": task.target}
+        for arm in ARMS:
+            if arm in arms:
+                engine = engines[(task.repo, "chunks" if arm == "chunks" else "on")]
+                text, chunks, seconds = complete_line(engine, task, retrieval=arm != "off")
+                record[arm], record[f"{arm}_s"] = text, round(seconds, 3)
+                if arm != "off":
+                    record["context_chunks"] = chunks
         records.append(record)
         if progress:
             progress(record)
     for engine in engines.values():
         engine.close()
-    summary = summarize(records, loaded.name, retrieval_recall(tasks))
-    summary.update(context_tokens=context_tokens, order=order, max_chunks=max_chunks, arms=list(arms))
+    summary = summarize(records, loaded.name, retrieval_recall(tasks, count_tokens=qwen_token_counter()))
+    summary.update(context_tokens=context_tokens, outline_tokens=outline_tokens, order=order, max_chunks=max_chunks,
+                   arms=list(arms))
     return summary
 
 
 def summarize(records: list[dict], model: str, recall: dict) -> dict:
+    """Per arm: exact match, edit similarity, median seconds; paired gains of each context arm over ``off``.
+
+    With the ``chunks`` arm too, ``outline_gain`` is ``on`` minus ``chunks``: what
+    the module outlines add to the same chunks.
+    """
     n = max(1, len(records))
-    em = {arm: [float(exact(r[arm], r["target"])) for r in records] for arm in ("off", "on")}
-    es = {arm: [edit_similarity(r[arm], r["target"]) for r in records] for arm in ("off", "on")}
-    with_context = [i for i, r in enumerate(records) if r["context_chunks"]]
-    return {
-        "eval": "repo",
-        "model": model,
-        "tasks": len(records),
-        "repos": sorted({r["repo"] for r in records}),
-        "retrieval_off": {"exact_match": round(sum(em["off"]) / n, 4), "edit_similarity": round(sum(es["off"]) / n, 4),
-                          "median_s": round(statistics.median(r["off_s"] for r in records), 3) if records else None},
-        "retrieval_on": {"exact_match": round(sum(em["on"]) / n, 4), "edit_similarity": round(sum(es["on"]) / n, 4),
-                         "median_s": round(statistics.median(r["on_s"] for r in records), 3) if records else None},
-        "exact_match_gain": paired_difference(em["on"], em["off"]),
-        "edit_similarity_gain": paired_difference(es["on"], es["off"]),
-        "tasks_given_context": len(with_context),
-        "exact_match_gain_when_given_context": paired_difference([em["on"][i] for i in with_context], [em["off"][i] for i in with_context]),
-        "recall": recall,
-    }
+    arms = [arm for arm in ARMS if records and arm in records[0]]
+    em = {arm: [float(exact(r[arm], r["target"])) for r in records] for arm in arms}
+    es = {arm: [edit_similarity(r[arm], r["target"]) for r in records] for arm in arms}
+    summary: dict = {"eval": "repo", "model": model, "tasks": len(records), "repos": sorted({r["repo"] for r in records})}
+    for arm in arms:
+        name = {"off": "retrieval_off", "on": "retrieval_on", "chunks": "retrieval_chunks_only"}[arm]
+        summary[name] = {"exact_match": round(sum(em[arm]) / n, 4), "edit_similarity": round(sum(es[arm]) / n, 4),
+                         "median_s": round(statistics.median(r[f"{arm}_s"] for r in records), 3)}
+    pairs = [("on", "off", "exact_match_gain", "edit_similarity_gain"),
+             ("chunks", "off", "chunks_exact_match_gain", "chunks_edit_similarity_gain"),
+             ("on", "chunks", "outline_exact_match_gain", "outline_edit_similarity_gain")]
+    for arm, base, em_key, es_key in pairs:
+        if arm in em and base in em:
+            summary[em_key] = paired_difference(em[arm], em[base])
+            summary[es_key] = paired_difference(es[arm], es[base])
+    with_context = [i for i, r in enumerate(records) if r.get("context_chunks")]
+    summary["tasks_given_context"] = len(with_context)
+    if "on" in em and "off" in em:
+        summary["exact_match_gain_when_given_context"] = paired_difference([em["on"][i] for i in with_context],
+                                                                           [em["off"][i] for i in with_context])
+    summary["recall"] = recall
+    return summary

@@ -248,7 +248,9 @@ def retrieval_recall(
     before). Also reports how often the skip signal fires, recall on the skipped
     tasks (skipping those would lose them), and retrieval latency. With
     ``count_tokens``, also ``recall_in_budget``: how often the defining chunk
-    survives ``assemble_repo_prompt`` into the context budget (what the model sees).
+    survives ``assemble_repo_prompt`` into the context budget, and
+    ``definition_in_prompt``: how often the model sees the definition at all, as
+    that chunk or as its signature line in a module outline (``context.outline``).
     """
     from context.assemble import ContextBudget, assemble_repo_prompt
     from context.index import build_index
@@ -259,7 +261,8 @@ def retrieval_recall(
     ranks: list[int | None] = []
     skipped, skipped_hits, latencies = 0, 0, []
     reasons: dict[str, int] = {}
-    in_budget = 0
+    in_budget = in_prompt = 0
+    in_prompt_by_kind = {"imported_name": 0, "module_attribute": 0}
     for task in tasks:
         if task.repo not in indexes:
             indexes[task.repo] = build_index(Path(task.repo))
@@ -275,8 +278,12 @@ def retrieval_recall(
         ranks.append(rank)
         if count_tokens is not None:
             prompt = assemble_repo_prompt(result.chunks, task.file, task.prefix, task.suffix, count_tokens,
-                                          budget or ContextBudget(), repo_name=index.name)
-            in_budget += any(c.path == task.def_path and c.start_line <= task.def_line < c.end_line for c in prompt.included)
+                                          budget or ContextBudget(), repo_name=index.name, outline=result.outline)
+            holds = [c.path == task.def_path and c.start_line <= task.def_line < c.end_line for c in prompt.included]
+            signed = [c.path == task.def_path and c.start_line == task.def_line for c in prompt.outlined]
+            in_budget += any(holds)
+            in_prompt += any(holds) or any(signed)
+            in_prompt_by_kind["module_attribute" if "." in task.name else "imported_name"] += any(holds) or any(signed)
         if result.skip:
             skipped += 1
             skipped_hits += rank is not None and rank < 5
@@ -287,11 +294,14 @@ def retrieval_recall(
         chosen = [r for t, r in zip(tasks, ranks) if keep(t)]
         if chosen:
             by_kind[kind] = {"tasks": len(chosen), **{f"recall@{k}": round(sum(r is not None and r < k for r in chosen) / len(chosen), 4) for k in ks}}
+            if count_tokens is not None:
+                by_kind[kind]["definition_in_prompt"] = round(in_prompt_by_kind[kind] / len(chosen), 4)
     return {
         "tasks": len(tasks),
         **{f"recall@{k}": round(sum(r is not None and r < k for r in ranks) / n, 4) for k in ks},
         "by_kind": by_kind,
-        **({"recall_in_budget": round(in_budget / n, 4)} if count_tokens is not None else {}),
+        **({"recall_in_budget": round(in_budget / n, 4), "definition_in_prompt": round(in_prompt / n, 4)}
+           if count_tokens is not None else {}),
         "skip_rate": round(skipped / n, 4),
         "recall@5_of_skipped": round(skipped_hits / skipped, 4) if skipped else None,
         "found_by": reasons,
@@ -312,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     roots = [Path(r) for r in args.root] if args.root else stdlib_roots()
     tasks = build_repo_tasks(roots, args.limit, args.seed)
-    count_tokens = _qwen_token_counter()
+    count_tokens = qwen_token_counter()
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as out:
             for task in tasks:
@@ -320,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(retrieval_recall(tasks, count_tokens=count_tokens), indent=2))
 
 
-def _qwen_token_counter() -> Callable[[str], int] | None:
+def qwen_token_counter() -> Callable[[str], int] | None:
     """Token counts from the installed Qwen2.5-Coder tokenizer file (``tokenizers`` only, no model)."""
     import os
 

@@ -325,7 +325,7 @@ def _cmd_eval_repo(args: argparse.Namespace) -> int:
     try:
         summary = run_repo_eval(args.model, roots, limit=args.limit, seed=args.seed, device=args.device, records_out=records,
                                 context_tokens=args.context_tokens, order=args.order, max_chunks=args.max_chunks,
-                                arms=tuple(args.arms.split(",")),
+                                arms=tuple(args.arms.split(",")), outline_tokens=args.outline_tokens,
                                 progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
     finally:
         if args.out:
@@ -522,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     repo_eval.add_argument("--context-tokens", type=int, default=1024, help="repository context budget")
     repo_eval.add_argument("--max-chunks", type=int, default=8, help="retrieved chunks considered for the context")
     repo_eval.add_argument("--order", choices=["path", "score"], default="path", help="context files by path, or best last")
-    repo_eval.add_argument("--arms", default="off,on", help="which of off,on to run (greedy: an arm's output does not change)")
+    repo_eval.add_argument("--outline-tokens", type=int, default=256, help="module-outline budget, on top of --context-tokens")
+    repo_eval.add_argument("--arms", default="off,on",
+                           help="which of off,on,chunks to run (chunks: context without outlines; greedy: an arm's output does not change)")
     repo_eval.set_defaults(run=_cmd_eval_repo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (JSON)")

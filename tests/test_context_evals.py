@@ -67,6 +67,7 @@ def test_bench_context_reports_build_update_and_retrieval(tmp_path):
     assert report["build"]["files"] == 4
     assert report["update"]["edits"] == 2 and report["update"]["p95_ms"] > 0
     assert report["retrieve"]["cursors"] == 10 and report["retrieve"]["p95_ms"] > 0
+    assert report["retrieve"]["without_outline"]["p95_ms"] > 0
     assert report["persistence"]["size_mb"] >= 0
 
 

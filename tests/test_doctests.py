@@ -9,7 +9,7 @@ import pytest
 MODULES = [
     "kernels.cpu_int8", "kernels.attention",
     "context.languages", "context.walk", "context.symbols", "context.chunks", "context.bm25",
-    "context.index", "context.resolve", "context.retrieve", "context.assemble", "context.store",
+    "context.index", "context.resolve", "context.retrieve", "context.outline", "context.assemble", "context.store",
     "evals.repo_tasks", "evals.bench_context",
     "telemetry.events", "telemetry.store", "telemetry.experiments", "telemetry.report",
     "lsp.settings", "lsp.debounce", "lsp.typed_ahead", "lsp.documents",
