@@ -35,7 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cursor_refresh_window=args.cursor_window, fim_anchor=args.fim_anchor,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
-    repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens)
+    repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens, args.outline_tokens)
     if args.repo and repo_context is None:
         return 2
     serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context,
@@ -43,7 +43,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_repo(repo: str | None, command: str, context_tokens: int = 1024):
+def _open_repo(repo: str | None, command: str, context_tokens: int = 1024, outline_tokens: int = 256):
     """The repository context for ``--repo`` (index loaded or built, with progress); None without one."""
     if not repo:
         return None
@@ -54,10 +54,11 @@ def _open_repo(repo: str | None, command: str, context_tokens: int = 1024):
     if not root.is_dir():
         print(f"{command}: --repo is not a directory: {root}", file=sys.stderr)
         return None
-    if context_tokens < 0:
-        print(f"{command}: --context-tokens must be >= 0", file=sys.stderr)
+    if context_tokens < 0 or outline_tokens < 0:
+        print(f"{command}: --context-tokens and --outline-tokens must be >= 0", file=sys.stderr)
         return None
-    return open_repo_context(root, progress=_progress_printer("indexing"), budget=ContextBudget(max_context_tokens=context_tokens))
+    budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens)
+    return open_repo_context(root, progress=_progress_printer("indexing"), budget=budget)
 
 
 def _cmd_lsp(args: argparse.Namespace) -> int:
@@ -432,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--repo", default=None, help="repository whose code gives cross-file context (indexed at start)")
     serve.add_argument("--context-tokens", type=int, default=1024,
                        help="token budget of repository context in front of a document (BENCHMARKS.md: why 1024)")
+    serve.add_argument("--outline-tokens", type=int, default=256,
+                       help="extra budget for module outlines: signature lines of imported modules' likeliest names (0: none)")
     serve.set_defaults(run=_cmd_serve)
 
     lsp = sub.add_parser("lsp", help="run the language server on stdio")
