@@ -113,7 +113,9 @@ def run_repo_eval(
             progress(record)
     for engine in engines.values():
         engine.close()
-    summary = summarize(records, loaded.name, retrieval_recall(tasks, count_tokens=qwen_token_counter()))
+    recall = retrieval_recall(tasks, options=RetrievalOptions(max_chunks=max_chunks), count_tokens=qwen_token_counter(),
+                              budget=ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens))
+    summary = summarize(records, loaded.name, recall)
     summary.update(context_tokens=context_tokens, outline_tokens=outline_tokens, order=order, max_chunks=max_chunks,
                    arms=list(arms))
     return summary

@@ -311,23 +311,38 @@ def retrieval_recall(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m evals.repo_tasks [--limit N] [--seed S] [--root DIR ...] [--dump FILE]``: print recall as JSON."""
+    """``python -m evals.repo_tasks [--limit N] [--seed S ...] [--root DIR ...] [--outline-tokens T] [--dump FILE]``: recall as JSON.
+
+    Several ``--seed`` values pool their tasks (``--limit`` each).
+    """
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, action="append", default=None, help="repeatable (default: 0)")
     parser.add_argument("--root", action="append", default=None, help="package directory (default: stdlib packages)")
+    parser.add_argument("--pypi", action="store_true", help="the PyPI releases of evals/repo_suite.toml instead")
+    parser.add_argument("--outline-tokens", type=int, default=256, help="module-outline budget (0: chunks only)")
     parser.add_argument("--dump", default=None, help="write the tasks as JSON lines")
     args = parser.parse_args(argv)
-    roots = [Path(r) for r in args.root] if args.root else stdlib_roots()
-    tasks = build_repo_tasks(roots, args.limit, args.seed)
+    from context.assemble import ContextBudget
+    from context.retrieve import RetrievalOptions
+
+    if args.pypi:
+        from evals.repo import pypi_roots
+
+        roots = pypi_roots()
+    else:
+        roots = [Path(r) for r in args.root] if args.root else stdlib_roots()
+    tasks = [task for seed in args.seed or [0] for task in build_repo_tasks(roots, args.limit, seed)]
     count_tokens = qwen_token_counter()
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as out:
             for task in tasks:
                 out.write(json.dumps(asdict(task)) + "\n")
-    print(json.dumps(retrieval_recall(tasks, count_tokens=count_tokens), indent=2))
+    report = retrieval_recall(tasks, options=RetrievalOptions(), count_tokens=count_tokens,
+                              budget=ContextBudget(max_outline_tokens=args.outline_tokens))
+    print(json.dumps(report, indent=2))
 
 
 def qwen_token_counter() -> Callable[[str], int] | None:

@@ -67,16 +67,21 @@ def _package(tmp_path: Path):
     return build_index(tmp_path)
 
 
-def test_the_outline_lists_the_nearest_modules_names_not_already_in_full(tmp_path):
+def test_the_outline_lists_the_nearest_modules_names_and_the_prompt_skips_those_it_holds_in_full(tmp_path):
     index = _package(tmp_path)
     prefix = APP.rsplit("\n\n", 1)[0] + "\n    "  # cursor inside report(), after a shapes.Circle use
     result = retrieve(index, "geo/app.py", prefix, "\n", RetrievalOptions(max_chunks=1))
-    full = {(c.path, c.start_line) for c in result.chunks}
     names = [c.reason.removeprefix("outline:") for c in result.outline]
-    assert set(names) <= {"ORIGIN", "Circle", "Square", "area_of"} and "area_of" in names
-    for piece in result.outline:
-        assert piece.path == "geo/shapes.py" and piece.reason.startswith("outline:")
-        assert (piece.path, piece.start_line) not in full  # a chunk in full says more than its signature
+    assert set(names) <= {"ORIGIN", "Circle", "Square", "area_of"} and {"Square", "area_of"} <= set(names)
+    assert all(piece.path == "geo/shapes.py" for piece in result.outline)
+    prompt = assemble_repo_prompt(result.chunks, "geo/app.py", prefix, "\n", words, ContextBudget(400, 100, 100, 100),
+                                  outline=result.outline)
+    assert prompt.included and prompt.outlined
+    for piece in prompt.outlined:  # a chunk in full says more than its signature
+        assert not any(c.path == piece.path and c.start_line < piece.end_line and piece.start_line < c.end_line
+                       for c in prompt.included)
+    shown = {c.reason for c in prompt.outlined} | {f"outline:{s.name}" for c in prompt.included for s in index.chunks[c.chunk_id].symbols}
+    assert {"outline:Square", "outline:area_of"} <= shown
     area = next(p for p in result.outline if p.reason == "outline:area_of")
     assert area.text == "def area_of(shape,\n            scale=1.0):" and area.end_line - area.start_line == 2
     assert [p.score for p in result.outline] == sorted((p.score for p in result.outline), reverse=True)
