@@ -105,6 +105,21 @@ def test_repo_eval_completes_every_task_with_and_without_context(tmp_path, tiny_
     assert summary["recall"]["tasks"] == 3 and "exact_match_gain" in summary
 
 
+def test_repo_eval_indexes_each_repository_once_and_runs_the_chunks_arm(tmp_path, tiny_model, monkeypatch):
+    import context.index
+    from evals.repo import run_repo_eval
+
+    built: list[Path] = []
+    real_build = context.index.build_index
+    monkeypatch.setattr(context.index, "build_index", lambda root, *a, **k: built.append(Path(root)) or real_build(root, *a, **k))
+    records: list[dict] = []
+    summary = run_repo_eval(None, [package(tmp_path)], limit=3, seed=0, loaded=tiny_model, records_out=records,
+                            arms=("on", "chunks"))
+    assert len(built) == 1 + 1  # the eval's own index, then retrieval_recall's
+    assert all("chunks" in r and "on" in r and "off" not in r for r in records)
+    assert "outline_exact_match_gain" in summary and "exact_match_gain" not in summary
+
+
 def test_the_held_out_line_is_not_in_the_index_while_completing(tmp_path, tiny_model, monkeypatch):
     from context.index import build_index
     from engine.engine import CompletionEngine
