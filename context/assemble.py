@@ -181,27 +181,28 @@ def assemble_repo_prompt(
     dropped: list[RetrievedChunk] = []
     cache: dict[str, int] = {}
     cost = _context_cost(repo_line, {}, count_tokens, cache)
-    for chunk in sorted(chunks, key=lambda c: -c.score):
+
+    def add_if_fits(item: RetrievedChunk, limit: int) -> bool:
+        nonlocal chosen, cost
         trial = {path: list(items) for path, items in chosen.items()}
-        trial.setdefault(chunk.path, []).append(chunk)
+        trial.setdefault(item.path, []).append(item)
         trial_cost = _context_cost(repo_line, trial, count_tokens, cache)
-        if trial_cost <= budget.max_context_tokens:
-            chosen, cost = trial, trial_cost
-        else:
+        if trial_cost > limit:
+            return False
+        chosen, cost = trial, trial_cost
+        return True
+
+    for chunk in sorted(chunks, key=lambda c: -c.score):
+        if not add_if_fits(chunk, budget.max_context_tokens):
             dropped.append(chunk)
+    chunks_by_path = {path: sorted(items, key=lambda c: c.start_line) for path, items in chosen.items()}
     # 2b. Signatures of likely module attributes, in their own budget, never overlapping a chunk.
     outlined: list[RetrievedChunk] = []
-    if chosen or outline:
-        limit = max(cost, _context_cost(repo_line, {}, count_tokens, cache)) + budget.max_outline_tokens
-        for piece in sorted(outline, key=lambda c: -c.score):
-            if any(c.start_line < piece.end_line and piece.start_line < c.end_line for c in chosen.get(piece.path, ())):
-                continue
-            trial = {path: list(items) for path, items in chosen.items()}
-            trial.setdefault(piece.path, []).append(piece)
-            trial_cost = _context_cost(repo_line, trial, count_tokens, cache)
-            if trial_cost <= limit:
-                chosen, cost = trial, trial_cost
-                outlined.append(piece)
+    limit = cost + budget.max_outline_tokens
+    for piece in sorted(outline, key=lambda c: -c.score):
+        overlaps = any(c.start_line < piece.end_line and piece.start_line < c.end_line for c in chunks_by_path.get(piece.path, ()))
+        if not overlaps and add_if_fits(piece, limit):
+            outlined.append(piece)
     if not chosen:
         cost = 0
 
@@ -215,10 +216,9 @@ def assemble_repo_prompt(
     else:
         assert order == "path", order
         file_order = sorted(chosen)
-    signature_ids = {id(piece) for piece in outlined}
     for path in file_order:
         segments += [Segment(CONTROL, markers.file_sep, "context"), Segment(TEXT, f"{path}\n{_file_body(path, chosen[path])}", "context")]
-        included += sorted((c for c in chosen[path] if id(c) not in signature_ids), key=lambda c: c.start_line)
+        included += chunks_by_path.get(path, [])
     stable = len(segments)
     segments += [
         Segment(CONTROL, markers.file_sep, "file"),

@@ -279,11 +279,11 @@ def retrieval_recall(
         if count_tokens is not None:
             prompt = assemble_repo_prompt(result.chunks, task.file, task.prefix, task.suffix, count_tokens,
                                           budget or ContextBudget(), repo_name=index.name, outline=result.outline)
-            holds = [c.path == task.def_path and c.start_line <= task.def_line < c.end_line for c in prompt.included]
-            signed = [c.path == task.def_path and c.start_line == task.def_line for c in prompt.outlined]
-            in_budget += any(holds)
-            in_prompt += any(holds) or any(signed)
-            in_prompt_by_kind["module_attribute" if "." in task.name else "imported_name"] += any(holds) or any(signed)
+            holds = any(c.path == task.def_path and c.start_line <= task.def_line < c.end_line for c in prompt.included)
+            seen = holds or any(c.path == task.def_path and c.start_line == task.def_line for c in prompt.outlined)
+            in_budget += holds
+            in_prompt += seen
+            in_prompt_by_kind["module_attribute" if "." in task.name else "imported_name"] += seen
         if result.skip:
             skipped += 1
             skipped_hits += rank is not None and rank < 5
