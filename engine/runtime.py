@@ -66,9 +66,9 @@ def load_model(
     """Load an installed model (fp32 on CPU, fp16 on CUDA).
 
     On CPU the linear layers hold int8 weights (``kernels/cpu_int8.py``: 2.5x
-    the decode speed of fp32 here, same predictions to within rounding), with
-    int8-rounded activations where the CPU has AVX512-VNNI, unless ``cpu_linear``
-    (or ``$LIVEFIM_CPU_LINEAR``) says otherwise (``kernels.cpu_linear``).
+    the decode speed of fp32 here, same predictions to within rounding) and
+    multiply int8-rounded activations, unless ``cpu_linear`` (or
+    ``$LIVEFIM_CPU_LINEAR``) says otherwise (``kernels.cpu_linear``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -26,11 +26,13 @@ def run_facts(loaded: Any) -> dict:
 
 
 def cpu_linear_description(path: str) -> str:
-    """``"int8 (avx512)"`` for the int8 path (which kernel variant ran), ``"w8a8 (avx512-vnni)"`` or
-    ``"w8a8 (avx512-vnni, amx)"`` (AMX serving batches), the path's name otherwise."""
+    """``"int8 (avx512)"`` for the int8 path (which kernel variant ran), ``"w8a8 (avx2)"``,
+    ``"w8a8 (avx512-vnni)"`` or ``"w8a8 (avx512-vnni, amx)"`` (AMX serving batches), the path's name otherwise."""
     if path == "w8a8":
-        from kernels.cpu_int8 import amx_available
+        from kernels.cpu_int8 import amx_available, vnni_available
 
+        if not vnni_available():
+            return "w8a8 (avx2)"
         return "w8a8 (avx512-vnni, amx)" if amx_available() else "w8a8 (avx512-vnni)"
     if path != "int8":
         return path

@@ -102,9 +102,10 @@ def bench_cpu_kernels(
     if cpu_int8.kernel_available():
         out_features, in_features = shape
         k16 = cpu_int8.pack(torch.randn(out_features, in_features, generator=generator) * 0.05)
-        vnni = cpu_int8.to_vnni(k16) if cpu_int8.vnni_available() else None
+        vnni = cpu_int8.to_vnni(k16)
         variants: list[tuple[str, cpu_int8.PackedInt8, str | None]] = [(isa, k16, isa) for isa in cpu_int8.available_isas()]
-        if vnni is not None:
+        variants.append(("w8a8_avx2", vnni, "avx2"))  # int8 activations on any AVX2 CPU
+        if cpu_int8.vnni_available():
             variants.append(("vnni", vnni, "vnni"))
             if cpu_int8.amx_available():
                 variants.append(("amx", vnni, "amx"))

@@ -1,4 +1,4 @@
-// Attention of a few query rows over a KV cache, fp32, AVX-512F: a decode step (1 row) and a
+// Attention of a few query rows over a KV cache, fp32, AVX-512F or AVX2: a decode step (1 row) and a
 // speculative verification (a handful of rows under a causal mask). Built and loaded by
 // kernels/cpu_attention.py, whose float64 torch reference defines what this computes.
 //
@@ -156,13 +156,6 @@ static inline __attribute__((always_inline)) void attend_rows_d(
                          _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + c * 16), _mm512_set1_ps(total[i * rep + r])));
 }
 
-// Floats of scratch attend_rows_d needs.
-static int64_t scratch_floats(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
-  int64_t longest = 0;
-  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
-  return rows * rep * ((longest + BLOCK - 1) / BLOCK * BLOCK + 2 * D + 1) + 16;
-}
-
 // attend_rows_d compiled for the head sizes of the models we serve (64, 128; 16 for tests), where the
 // compiler keeps a head's query and output in registers, and for any other D.
 static void attend_rows(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k, const float *v,
@@ -175,11 +168,169 @@ static void attend_rows(const float *q, int64_t rows, int64_t H, int64_t rep, in
   }
 }
 
+#pragma GCC pop_options
+
+// The same computation with AVX2 (8-float vectors), for CPUs without AVX-512F: its own fixed order of
+// operations (chunks of 8, the lane sums below), so its bits differ from the AVX-512 variant's, but as
+// there a row's result never depends on the other rows of the batch.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define HALF8 8  // chunks of a head's output summed in registers at a time (AVX2 has 16)
+
+// exp_nonpositive on 8 lanes: the same reduction and polynomial, 2^n built in the exponent bits
+// (n >= -126 after the clamp, so it is a normal float).
+static inline __attribute__((always_inline)) __m256 exp_nonpositive_8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+  x = _mm256_max_ps(x, lo);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+// v[j] = sum of a[j]'s 8 lanes, for 8 vectors at once, in one fixed order.
+static inline __attribute__((always_inline)) __m256 sum_lanes_8(const __m256 a[8]) {
+  const __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+
+static inline __attribute__((always_inline)) float max_lanes_8(__m256 v) {
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
+static inline __attribute__((always_inline)) float add_lanes_8(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
+// block_scores with 8 keys per lane sum; keys past n are not read (the last valid key stands in) and score -inf.
+static inline __attribute__((always_inline)) void block_scores_8(const float *q, const int64_t chunks, const float *k,
+                                                                 int64_t D, int64_t n, float scores[BLOCK]) {
+  for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
+    const int64_t left = n - j0;
+    if (left <= 0) {
+      _mm256_storeu_ps(scores + j0, _mm256_set1_ps(-INFINITY));
+      continue;
+    }
+    const float *key[8];
+    for (int j = 0; j < 8; j++) key[j] = k + (j0 + (j < left ? j : left - 1)) * D;
+    __m256 dot[8];
+    for (int j = 0; j < 8; j++) dot[j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; c++) {
+      const __m256 qc = _mm256_loadu_ps(q + c * 8);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; j++) dot[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key[j] + c * 8), dot[j]);
+    }
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)),
+                                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    _mm256_storeu_ps(scores + j0, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), sum_lanes_8(dot), valid));
+  }
+}
+
+// attend_rows_d with 8-float chunks: the same three sweeps.
+static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
+                          const float *v, const int64_t *lengths, float scale, float *scratch, float *out) {
+  const int64_t chunks = D / 8;
+  int64_t longest = 0;
+  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;
+  float *scores = scratch, *scaled = scratch + rows * rep * stride, *acc = scaled + rows * rep * D;
+  float *total = acc + rows * rep * D;
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
+
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t r = 0; r < rep; r++) {
+        const int64_t h = i * rep + r, n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
+        if (n > 0) block_scores_8(scaled + h * D, chunks, k + b0 * D, D, n, scores + h * stride + b0);
+      }
+
+  for (int64_t i = 0; i < rows; i++) {
+    const int64_t blocks = (lengths[i] + BLOCK - 1) / BLOCK;
+    for (int64_t r = 0; r < rep; r++) {
+      float *row = scores + (i * rep + r) * stride;
+      __m256 peak = _mm256_set1_ps(-INFINITY);
+      for (int64_t j0 = 0; j0 < blocks * BLOCK; j0 += 8) peak = _mm256_max_ps(peak, _mm256_load_ps(row + j0));
+      const __m256 top = _mm256_set1_ps(max_lanes_8(peak));
+      __m256 sum = _mm256_setzero_ps();
+      for (int64_t j0 = 0; j0 < blocks * BLOCK; j0 += 8) {
+        const __m256 p = exp_nonpositive_8(_mm256_sub_ps(_mm256_load_ps(row + j0), top));
+        _mm256_store_ps(row + j0, p);
+        sum = _mm256_add_ps(sum, p);
+      }
+      total[i * rep + r] = add_lanes_8(sum);
+    }
+  }
+
+  for (int64_t h = 0; h < rows * rep; h++)
+    for (int64_t d = 0; d < D; d += 8) _mm256_storeu_ps(acc + h * D + d, _mm256_setzero_ps());
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    const float *vb = v + b0 * D;
+    for (int64_t i = 0; i < rows; i++) {
+      const int64_t n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
+      for (int64_t r = 0; r < rep && n > 0; r++) {
+        const int64_t h = i * rep + r;
+        const float *p = scores + h * stride + b0;
+        for (int64_t c0 = 0; c0 < chunks; c0 += HALF8) {  // each output element still sums the keys in order
+          const int64_t width = chunks - c0 < HALF8 ? chunks - c0 : HALF8;
+          float *o = acc + h * D + c0 * 8;
+          const float *vc = vb + c0 * 8;
+          __m256 sum[HALF8];
+#pragma GCC unroll 8
+          for (int64_t c = 0; c < HALF8; c++) sum[c] = c < width ? _mm256_loadu_ps(o + c * 8) : _mm256_setzero_ps();
+          for (int64_t j = 0; j < n; j++) {
+            const __m256 weight = _mm256_set1_ps(p[j]);
+#pragma GCC unroll 8
+            for (int64_t c = 0; c < HALF8; c++)
+              if (c < width) sum[c] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(vc + j * D + c * 8), sum[c]);
+          }
+#pragma GCC unroll 8
+          for (int64_t c = 0; c < HALF8; c++)
+            if (c < width) _mm256_storeu_ps(o + c * 8, sum[c]);
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 8)
+        _mm256_storeu_ps(out + i * H * D + r * D + d,
+                         _mm256_div_ps(_mm256_loadu_ps(acc + (i * rep + r) * D + d), _mm256_set1_ps(total[i * rep + r])));
+}
+#pragma GCC pop_options
+
+// Floats of scratch attend_rows_d needs.
+static int64_t scratch_floats(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  return rows * rep * ((longest + BLOCK - 1) / BLOCK * BLOCK + 2 * D + 1) + 16;
+}
+
 // Returns 0; -1 for a shape it does not take (D not a multiple of 16 or over 256, rep over 8, a row
 // with no keys or more than S); -2 when scratch memory cannot be had. `tasks_per_head` splits each
 // key head's rows among that many tasks (any split gives the same bits).
-int livefim_attention(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
-                      int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
+typedef void (*attend_fn)(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
+                          const float *v, const int64_t *lengths, float scale, float *scratch, float *out);
+
+static int attention_with(attend_fn attend, const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D,
+                          const float *k, const float *v, int64_t head_stride, int64_t S, const int64_t *lengths,
+                          float scale, float *out) {
   if (D % 16 != 0 || D / 16 > MAX_CHUNKS || rep < 1 || rep > MAX_REP) return -1;
   for (int64_t i = 0; i < Q; i++)
     if (lengths[i] < 1 || lengths[i] > S) return -1;
@@ -199,10 +350,22 @@ int livefim_attention(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64
       failed = 1;
       continue;
     }
-    attend_rows(q + (i0 * H + g * rep) * D, rows, H, rep, D, k + g * head_stride, v + g * head_stride, lengths + i0,
+    attend(q + (i0 * H + g * rep) * D, rows, H, rep, D, k + g * head_stride, v + g * head_stride, lengths + i0,
                 scale, scratch, out + (i0 * H + g * rep) * D);
     free(scratch);
   }
   return failed ? -2 : 0;
 }
-#pragma GCC pop_options
+
+// The AVX-512F variant; call it only where the CPU has AVX-512F (cpu_attention.py checks).
+int livefim_attention(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
+                      int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
+  return attention_with(attend_rows, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+}
+
+// The AVX2 variant, for any x86-64 CPU with AVX2 and FMA.
+int livefim_attention_avx2(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k,
+                           const float *v, int64_t head_stride, int64_t S, const int64_t *lengths, float scale,
+                           float *out) {
+  return attention_with(attend_rows_8, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+}

@@ -14,7 +14,9 @@ it came out slightly ahead, as it reads each key head once for all its query hea
 
 Scope: fp32, one sequence, query rows that each see a prefix of the keys (a
 decode step, or a causal pass over a cache); ``attention`` returns None for
-anything else and the caller keeps SDPA. Needs AVX-512F and a C compiler.
+anything else and the caller keeps SDPA. Needs AVX2 and FMA (an AVX-512F variant
+runs where the CPU has it; each variant has its own fixed order, so their bits
+differ, but neither's rows depend on the batch) and a C compiler.
 
 Example: 2 new rows over 3 cached ones, row 0 sees 4 keys and row 1 all 5::
 
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_attention.c")
 MAX_ROWS = 16  # query rows up to which a pass takes this kernel (a verification; longer passes are prefill)
-ATTENTION_ENV = "LIVEFIM_CPU_ATTENTION"  # "torch" keeps SDPA everywhere (to compare the two)
+ATTENTION_ENV = "LIVEFIM_CPU_ATTENTION"  # "torch" keeps SDPA everywhere, "avx2" forces that variant (to compare)
 
 _library: ctypes.CDLL | None = None
 _failed = False
@@ -55,13 +57,14 @@ def _load() -> ctypes.CDLL | None:
     with _lock:
         if _library is None and not _failed:
             try:
-                if "avx512f" not in cpu_flags():
-                    raise RuntimeError("needs AVX-512F")
+                if not {"avx2", "fma"} <= cpu_flags():
+                    raise RuntimeError("needs AVX2 and FMA")
                 library = load_c_library(SOURCE)
                 pointer, size = ctypes.c_void_p, ctypes.c_int64
-                library.livefim_attention.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size,
-                                                      pointer, ctypes.c_float, pointer]
-                library.livefim_attention.restype = ctypes.c_int
+                for function in (library.livefim_attention, library.livefim_attention_avx2):
+                    function.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size, pointer,
+                                         ctypes.c_float, pointer]
+                    function.restype = ctypes.c_int
                 _library = library
             except (OSError, RuntimeError) as error:
                 log.info("CPU attention kernel unavailable, SDPA serves: %s", error)
@@ -70,8 +73,26 @@ def _load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether ``attention`` runs here (AVX-512F, the kernel builds) and ``$LIVEFIM_CPU_ATTENTION`` is not ``torch``."""
+    """Whether ``attention`` runs here (AVX2 and FMA, the kernel builds) and ``$LIVEFIM_CPU_ATTENTION`` is not ``torch``."""
     return os.environ.get(ATTENTION_ENV, "kernel") != "torch" and _load() is not None
+
+
+_isas: tuple[str, ...] | None = None
+
+
+def available_isas() -> tuple[str, ...]:
+    """The variants this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``; empty without the kernel.
+    Read once (every layer of every step asks)."""
+    global _isas
+    if _isas is None:
+        _isas = () if _load() is None else (("avx2", "avx512") if "avx512f" in cpu_flags() else ("avx2",))
+    return _isas
+
+
+def default_isa() -> str:
+    """The variant ``attention`` uses: the widest, or ``avx2`` where ``$LIVEFIM_CPU_ATTENTION=avx2``."""
+    isas = available_isas()
+    return "avx2" if os.environ.get(ATTENTION_ENV) == "avx2" or not isas else isas[-1]
 
 
 def prefix_lengths(mask: Tensor | None, q_len: int, kv_len: int) -> Tensor | None:
@@ -92,9 +113,11 @@ def prefix_lengths(mask: Tensor | None, q_len: int, kv_len: int) -> Tensor | Non
     return lengths.contiguous() if bool((lengths > 0).all()) and torch.equal(rows, prefix) else None
 
 
-def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scale: float | None = None) -> Tensor | None:
+def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scale: float | None = None,
+              isa: str | None = None) -> Tensor | None:
     """``query [1, H, Q, D]`` over ``key, value [1, Hkv, S, D]`` -> ``[1, Q, H, D]`` (the layout the model's
-    output projection takes), or None where this kernel does not apply (then use SDPA)."""
+    output projection takes), or None where this kernel does not apply (then use SDPA). ``isa`` picks the
+    variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
     batch, heads, q_len, head_dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     if (batch != 1 or q_len > MAX_ROWS or query.dtype != torch.float32 or key.dtype != torch.float32
@@ -106,9 +129,13 @@ def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, sc
         return None
     library = _load()
     assert library is not None
+    isa = isa or default_isa()
+    if isa not in available_isas():
+        raise RuntimeError(f"the {isa} attention variant does not run on this CPU ({', '.join(available_isas())} do)")
+    kernel = library.livefim_attention if isa == "avx512" else library.livefim_attention_avx2
     rows = query[0].transpose(0, 1).contiguous()  # [Q, H, D]
     out = torch.empty(1, q_len, heads, head_dim, dtype=torch.float32)
-    status = library.livefim_attention(
+    status = kernel(
         rows.data_ptr(), q_len, kv_heads, heads // kv_heads, head_dim, key.data_ptr(), value.data_ptr(),
         key.stride(1), kv_len, lengths.data_ptr(), head_dim ** -0.5 if scale is None else scale, out.data_ptr())
     assert status == 0, f"CPU attention rejected Q={q_len} S={kv_len} D={head_dim} (status {status})"
@@ -150,4 +177,5 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, mask: Tensor 
     return (scores.softmax(-1) @ value).float()
 
 
-__all__ = ["ATTENTION_ENV", "MAX_ROWS", "attention", "attention_reference", "available", "prefix_lengths"]
+__all__ = ["ATTENTION_ENV", "MAX_ROWS", "attention", "attention_reference", "available", "available_isas", "default_isa",
+           "prefix_lengths"]

@@ -12,18 +12,20 @@ in the 1.5B; the 0.5B's Q8_0 tensors round-trip exactly). Measured on real code:
 Activation quantization with one scale per tensor (torch's dynamic int8)
 changed a fifth of the 1.5B's argmax choices in the same check. With one scale
 per 32 inputs of a row instead, the grid the weights use, it keeps 98.8-99.5%
-of them and the perplexity (``w8a8``, the ``"vnni"`` layout, for CPUs with
-AVX512-VNNI, the default there): ``vpdpbusd`` then multiplies 64 int8 pairs per
-instruction, so a speculative pass over 8 rows is no longer bound by widening
-weights to fp32. Where the CPU also has AMX-INT8, batches of 2+ rows (passes and
-prefill alike) run on AMX tiles with the same integer sums, so every row gets
-the bits a 1-row step would: the linear layers are batch-invariant.
+of them and the perplexity (``w8a8``, the ``"vnni"`` layout): on AVX512-VNNI
+``vpdpbusd`` multiplies 64 int8 pairs per instruction, and on plain AVX2
+``vpmaddubsw`` + ``vpmaddwd`` compute the same integer sums, so a speculative
+pass over 8 rows is no longer bound by widening weights to fp32. Where the CPU
+also has AMX-INT8, batches of 2+ rows run on AMX tiles with the same integer
+sums. Every variant gives each row the bits a 1-row step would: the linear
+layers are batch-invariant.
 
 The kernel (``int8_linear.c``, AVX2 + FMA + F16C, and AVX-512F, VNNI and AMX
 variants used where the CPU has them; OpenMP through torch's own runtime) is
 compiled once with the system C compiler into ``~/.cache/livefim/kernels``.
 Batches of more than ``SMALL_BATCH`` rows (prefill) dequantize the weights a
-slice at a time and use torch's sgemm, which is faster there, except on AMX.
+slice at a time and use torch's sgemm, which is faster there, except for int8
+activations on AMX or AVX2, whose kernels beat it at every size.
 Without a compiler or AVX2, ``kernel_available()`` is False and callers keep fp32.
 
 Layout, ``T = ceil(N / 16)`` tiles of 16 output channels:
@@ -142,10 +144,13 @@ def quantize_activations_reference(x: Tensor) -> Tensor:
 
 def rounds_activations(packed: PackedInt8, rows: int, isa: str | None = None) -> bool:
     """Whether ``linear(..., isa=isa)`` multiplies int8-rounded activations for a batch of ``rows``: the
-    ``"vnni"`` layout does for batches up to ``SMALL_BATCH``, and for every batch where AMX runs (a prefill
-    included: AMX's int8 products beat dequantizing to fp32 for sgemm at every size, BENCHMARKS.md)
-    unless ``isa="vnni"`` keeps it off AMX."""
-    return packed.layout == "vnni" and (rows <= SMALL_BATCH or (isa != "vnni" and rows > 1 and amx_available()))
+    ``"vnni"`` layout does for batches up to ``SMALL_BATCH`` on AVX512-VNNI, and for every batch on AMX and
+    on AVX2 (a prefill included: there the int8 products beat dequantizing to fp32 for sgemm at every size,
+    BENCHMARKS.md). ``isa`` defaults to ``int8_activation_isa(rows)``."""
+    if packed.layout != "vnni":
+        return False
+    isa = isa if isa in INT8_ACTIVATION_ISAS else int8_activation_isa(rows)
+    return rows <= SMALL_BATCH or isa in ("amx", "avx2")
 
 
 def linear_reference(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
@@ -188,9 +193,33 @@ def available_isas() -> tuple[str, ...]:
     return ("avx2", "avx512") if "avx512f" in cpu_flags() else ("avx2",)
 
 
+_vnni: bool | None = None
+
+
 def vnni_available() -> bool:
-    """Whether this CPU runs the int8-activation variant (AVX-512F and AVX512-VNNI) and the kernel loads."""
-    return _cpu_supports_kernel() and {"avx512f", "avx512_vnni"} <= cpu_flags() and kernel_available()
+    """Whether this CPU runs the int8-activation variant (AVX-512F and AVX512-VNNI) and the kernel loads.
+    Read once: ``linear`` asks on every call, and reading ``/proc/cpuinfo`` costs more than a small matmul."""
+    global _vnni
+    if _vnni is None:
+        _vnni = _cpu_supports_kernel() and {"avx512f", "avx512_vnni"} <= cpu_flags() and kernel_available()
+    return _vnni
+
+
+INT8_ACTIVATION_ISAS = ("avx2", "vnni", "amx")  # the variants that multiply the "vnni" layout
+
+
+def int8_activations_available() -> bool:
+    """Whether the ``"vnni"`` layout (int8 weights times int8-rounded activations) runs here: on AVX512-VNNI,
+    or on any CPU the kernel loads on through AVX2's ``vpmaddubsw``, with the same integer sums."""
+    return kernel_available()
+
+
+def int8_activation_isa(rows: int) -> str:
+    """The variant ``linear`` runs the ``"vnni"`` layout on for a batch of ``rows``: AMX for 2+ rows where it
+    runs, else AVX512-VNNI where the CPU has it, else AVX2. All three give the same bits."""
+    if rows > 1 and amx_available():
+        return "amx"
+    return "vnni" if vnni_available() else "avx2"
 
 
 AMX_ENV = "LIVEFIM_INT8_AMX"
@@ -247,6 +276,8 @@ def load_library() -> ctypes.CDLL:
         library.livefim_int8_linear_vnni.restype = ctypes.c_int
         library.livefim_int8_linear_amx.argtypes = library.livefim_int8_linear.argtypes
         library.livefim_int8_linear_amx.restype = ctypes.c_int
+        library.livefim_int8_linear_w8a8_avx2.argtypes = library.livefim_int8_linear.argtypes
+        library.livefim_int8_linear_w8a8_avx2.restype = ctypes.c_int
         library.livefim_amx_init.argtypes = []
         library.livefim_amx_init.restype = ctypes.c_int
         library.livefim_int8_to_vnni.argtypes = [pointer, size, size, pointer]
@@ -297,7 +328,8 @@ def to_vnni(packed: PackedInt8) -> PackedInt8:
 def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str | None = None) -> Tensor:
     """``x [..., K] @ w.T + bias`` through the kernel; fp32 in, fp32 out. The ``"vnni"`` layout rounds the
     activations of small batches to int8 (``linear_reference`` says exactly how) and runs batches of 2+
-    rows on AMX where ``amx_available()`` (the same bits as ``isa="vnni"``, which forces AVX512-VNNI); for
+    rows on AMX where ``amx_available()`` (the same bits as ``isa="vnni"``, which forces AVX512-VNNI, and
+    ``isa="avx2"``, which forces the AVX2 variant); for
     the ``"k16"`` layout ``isa`` picks the variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
     library = load_library()
     k, n = packed.in_features, packed.out_features
@@ -305,16 +337,20 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     rows = x.reshape(-1, k).float().contiguous()
     m = rows.shape[0]
     if packed.layout == "vnni":
-        isa = isa if isa in ("vnni", "amx") else ("amx" if m > 1 and amx_available() else "vnni")
+        isa = isa if isa in INT8_ACTIVATION_ISAS else int8_activation_isa(m)
         if isa == "amx" and not amx_available():  # the tile state is granted there; without it AMX faults
             raise RuntimeError(f"AMX is unavailable here (needs AMX-INT8, the kernel, Linux's grant; {AMX_ENV} not 0)")
+        if isa == "vnni" and not vnni_available():  # an illegal instruction otherwise
+            raise RuntimeError("the vnni variant needs AVX-512F and AVX512-VNNI, which this CPU lacks")
     else:
         isa = isa or _isa()
     bias32 = None if bias is None else bias.detach().float().contiguous()
-    if m <= SMALL_BATCH or isa == "amx":  # AMX takes every batch size (rounds_activations says the same)
+    if m <= SMALL_BATCH or (packed.layout == "vnni" and isa in ("amx", "avx2")):  # as rounds_activations says
         out = torch.empty(m, n, dtype=torch.float32)
         kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni,
                   "amx": library.livefim_int8_linear_amx}.get(isa, library.livefim_int8_linear)
+        if packed.layout == "vnni" and isa == "avx2":
+            kernel = library.livefim_int8_linear_w8a8_avx2
         status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
                         None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"
@@ -398,9 +434,9 @@ def use_int8_linears(model: torch.nn.Module, int8_activations: bool = False) -> 
     """Replace every fp32 CPU ``nn.Linear`` whose inputs are a multiple of 32 by ``Int8Linear``; returns how many.
 
     A tied output layer gets its own int8 copy, so the input embedding stays fp32. ``int8_activations``
-    needs ``vnni_available()``."""
-    if int8_activations and not vnni_available():
-        raise RuntimeError("int8 activations need a CPU with AVX-512F and AVX512-VNNI")
+    needs ``int8_activations_available()``."""
+    if int8_activations and not int8_activations_available():
+        raise RuntimeError("int8 activations need the int8 kernel (x86-64 with AVX2 and a C compiler)")
     _isa()  # a bad $LIVEFIM_INT8_ISA fails here, at load, not in the middle of a forward
     swapped = 0
     for parent in list(model.modules()):

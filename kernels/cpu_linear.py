@@ -39,42 +39,42 @@ def onednn_available() -> bool:
 
 
 def default_cpu_linear() -> str:
-    """``$LIVEFIM_CPU_LINEAR`` when set; else ``w8a8`` on CPUs with AVX512-VNNI and ``int8`` weights
-    elsewhere (``kernels/cpu_int8.py``). ``use_cpu_linears`` falls back to oneDNN, then torch, where a
-    path is unavailable.
+    """``$LIVEFIM_CPU_LINEAR`` when set; else ``w8a8`` wherever the int8 kernel loads (x86-64 with AVX2
+    and a C compiler: ``kernels/cpu_int8.py``), ``int8`` weights alone where ``$LIVEFIM_CPU_LINEAR=int8``
+    asks. ``use_cpu_linears`` falls back to oneDNN, then torch, where a path is unavailable.
 
-    Why w8a8 where it runs: the same next-token predictions as int8 weights alone (99%, BENCHMARKS.md),
-    faster decode steps and much cheaper speculative passes, and, with the batch-invariant attention,
-    a verification pass scores each row with exactly the bits a decode step would, so speculative output
-    is byte-identical to plain decoding by construction (the fp32-activation kernel sums a batch in
-    another order than one row)."""
+    Why w8a8: the same next-token predictions as int8 weights alone (99%, BENCHMARKS.md), faster decode
+    steps, much cheaper speculative passes and prefill (AVX2: a 9-row pass 1.6x, prefill 1.5x), and, with
+    the batch-invariant attention, a verification pass scores each row with exactly the bits a decode step
+    would, so speculative output is byte-identical to plain decoding by construction (the fp32-activation
+    kernel sums a batch in another order than one row)."""
     chosen = os.environ.get(CPU_LINEAR_ENV, "").strip().lower()
     if chosen:
         if chosen not in CPU_LINEAR_CHOICES:
             raise ValueError(f"{CPU_LINEAR_ENV} must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {chosen!r}")
         return chosen
-    from kernels.cpu_int8 import vnni_available
+    from kernels.cpu_int8 import int8_activations_available
 
-    return "w8a8" if vnni_available() else "int8"
+    return "w8a8" if int8_activations_available() else "int8"
 
 
 def use_cpu_linears(model: torch.nn.Module, choice: str) -> str:
     """Put a CPU model's linear layers on the ``choice`` path; returns the path actually used.
 
-    ``w8a8`` (int8 weights and int8-rounded activations) needs AVX512-VNNI, ``int8``
-    the compiled kernel (x86-64 with AVX2 and a C compiler) and ``onednn`` a torch
-    built with it; each falls back to the next path, logged.
+    ``w8a8`` (int8 weights and int8-rounded activations) and ``int8`` need the
+    compiled kernel (x86-64 with AVX2 and a C compiler), ``onednn`` a torch built
+    with it; each falls back to the next path that runs, logged.
     """
     if choice not in CPU_LINEAR_CHOICES:
         raise ValueError(f"cpu_linear must be one of {', '.join(CPU_LINEAR_CHOICES)}, got {choice!r}")
     if choice == "w8a8":
-        from kernels.cpu_int8 import use_int8_linears, vnni_available
+        from kernels.cpu_int8 import int8_activations_available, use_int8_linears
 
-        if vnni_available():
+        if int8_activations_available():
             use_int8_linears(model, int8_activations=True)
             return "w8a8"
-        log.warning("int8 activations need AVX512-VNNI, which this CPU lacks; using int8 weights alone")
-        choice = "int8"
+        log.warning("int8 CPU kernel unavailable (see the log above); using oneDNN fp32")
+        choice = "onednn"
     if choice == "int8":
         from kernels.cpu_int8 import kernel_available, use_int8_linears
 

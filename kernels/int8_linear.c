@@ -336,6 +336,143 @@ int livefim_int8_linear_vnni(const float *x, int64_t M, int64_t K, const uint8_t
   return 0;
 }
 
+// The int8-activation product on plain AVX2 (no VNNI): the same integer sums as the VNNI variant, from
+// vpmaddubsw + vpmaddwd. vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16,
+// saturating; with |w| as the unsigned side and x carrying w's sign (vpsignb), a pair is at most
+// 2 * 127 * 127 = 32258, so nothing saturates and each int32 lane is exactly sum(w * x) over 4 inputs.
+// The rows are quantized with the VNNI variant's rounding and scaled in its order, so every row's
+// result is the bits livefim_int8_linear_vnni gives, and depends on that row alone, whatever the batch.
+// Per 4 inputs, 16 channels and row: 8 instructions for 64 products, where the fp32 variant spends
+// 8 FMAs plus its share of widening the weights (BENCHMARKS.md has the measured ratio).
+#define ROWS_W8A8 4
+typedef int32_t quad32_avx2 __attribute__((may_alias, aligned(1)));
+
+// quantize_rows_vnni's codes and scales with AVX2 (xc is not needed here: the weights stay signed).
+static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int8_t *xq, float *xs) {
+  const int64_t G = K / GROUP;
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t m = 0; m < M; m++) {
+    for (int64_t g = 0; g < G; g++) {
+      const float *src = x + m * K + g * GROUP;
+      __m256 v[4], amax = _mm256_setzero_ps();
+      for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(src + 8 * i), amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[i]));
+      __m128 half = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+      half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+      half = _mm_max_ss(half, _mm_shuffle_ps(half, half, 1));
+      float s = _mm_cvtss_f32(half) / 127.0f;
+      if (s == 0.0f) s = 1.0f;
+      const __m256 sv = _mm256_set1_ps(s);
+      __m256i q[4];
+      for (int i = 0; i < 4; i++)
+        q[i] = _mm256_cvtps_epi32(_mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_round_ps(_mm256_div_ps(v[i], sv),
+                                                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))));
+      // packs interleave the 128-bit lanes; the permute puts the 32 codes back in input order
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_storeu_si256((__m256i *)(xq + m * K + g * GROUP), _mm256_permutevar8x32_epi32(bytes, order));
+      xs[m * G + g] = s;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void quad_w8a8_avx2(
+    const int8_t *xq, int64_t K, int64_t g, int i, const uint8_t *wg, int rows, __m256i sums[ROWS_W8A8][2]) {
+  const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+  const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wg + i * 64)), flip);  // code + 128 -> code
+  const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wg + i * 64 + 32)), flip);
+  const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS_W8A8; r++) {
+    if (r < rows) {
+      const __m256i xb = _mm256_set1_epi32(*(const quad32_avx2 *)(xq + r * K + g * GROUP + i * 4));
+      sums[r][0] = _mm256_add_epi32(sums[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(xb, w0)), ones));
+      sums[r][1] = _mm256_add_epi32(sums[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(xb, w1)), ones));
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void tile_rows_w8a8_avx2(
+    const int8_t *xq, const float *xs, int64_t K, const uint8_t *wt, const uint16_t *st, int rows, __m256 out[ROWS_W8A8][2]) {
+  const int64_t G = K / GROUP;
+  __m256 acc[ROWS_W8A8][2];
+  for (int r = 0; r < ROWS_W8A8; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    const uint8_t *wg = wt + g * GROUP * 16;
+    __m256i sums[ROWS_W8A8][2];
+    for (int r = 0; r < ROWS_W8A8; r++) sums[r][0] = sums[r][1] = _mm256_setzero_si256();
+    // 4 inputs of 16 channels at a time: channels 0-7 in one register, 8-15 in the other. Unrolled for
+    // 1-2 rows; with 3-4 rows' sums live, GCC would park the unrolled products on the stack.
+    if (rows <= 2) {
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) quad_w8a8_avx2(xq, K, g, i, wg, rows, sums);
+    } else {
+#pragma GCC unroll 2
+      for (int i = 0; i < 8; i++) quad_w8a8_avx2(xq, K, g, i, wg, rows, sums);
+    }
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16)));
+    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(st + g * 16 + 8)));
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS_W8A8; r++) {
+      if (r < rows) {
+        const __m256 xscale = _mm256_set1_ps(xs[r * G + g]);
+        acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r][0]), _mm256_mul_ps(s0, xscale), acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r][1]), _mm256_mul_ps(s1, xscale), acc[r][1]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS_W8A8; r++) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
+}
+
+#define ROW_BLOCK_W8A8(R)                                                                                      \
+  static void row_block_w8a8_##R(const int8_t *xq, const float *xs, int64_t K, const uint8_t *wt, const uint16_t *st, \
+                                 float *y, int64_t N, int64_t n0, const float *bias) {                          \
+    __m256 acc[ROWS_W8A8][2];                                                                                   \
+    tile_rows_w8a8_avx2(xq, xs, K, wt, st, R, acc);                                                             \
+    store_rows(y, N, n0, bias, R, acc);                                                                         \
+  }
+ROW_BLOCK_W8A8(1)
+ROW_BLOCK_W8A8(2)
+ROW_BLOCK_W8A8(3)
+ROW_BLOCK_W8A8(4)
+
+typedef void (*row_block_w8a8_fn)(const int8_t *xq, const float *xs, int64_t K, const uint8_t *wt, const uint16_t *st,
+                                  float *y, int64_t N, int64_t n0, const float *bias);
+static const row_block_w8a8_fn w8a8_avx2_blocks[ROWS_W8A8] = {row_block_w8a8_1, row_block_w8a8_2, row_block_w8a8_3,
+                                                             row_block_w8a8_4};
+
+// y = quantize(x) @ w4.T * scales + bias from the "vnni" layout on any AVX2 CPU, for every batch size (it
+// beats dequantize + sgemm at 129-1024 rows, BENCHMARKS.md). Rows go in chunks of W8A8_CHUNK, so a
+// prefill's int8 rows stay in L2 while every tile passes over them. Returns 0, -1 when K is not a
+// multiple of GROUP, -2 when scratch memory cannot be had.
+#define W8A8_CHUNK 128
+int livefim_int8_linear_w8a8_avx2(const float *x, int64_t M, int64_t K, const uint8_t *w4, const uint16_t *scales,
+                                  const float *bias, float *y, int64_t N) {
+  if (K % GROUP != 0) return -1;
+  const int64_t G = K / GROUP, tiles = (N + 15) / 16;
+  int8_t *xq = malloc((size_t)(M * K));
+  float *xs = malloc(sizeof(float) * (size_t)(M * G));
+  if (!xq || !xs) {
+    free(xq), free(xs);
+    return -2;
+  }
+#pragma omp parallel for schedule(static) if (M > 1)
+  for (int64_t m = 0; m < M; m++) quantize_rows_avx2(x + m * K, 1, K, xq + m * K, xs + m * G);
+  for (int64_t c0 = 0; c0 < M; c0 += W8A8_CHUNK) {
+    const int64_t c1 = M - c0 < W8A8_CHUNK ? M : c0 + W8A8_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+      const uint8_t *wt = w4 + t * K * 16;
+      const uint16_t *st = scales + t * G * 16;
+      for (int64_t m0 = c0; m0 < c1; m0 += ROWS_W8A8) {
+        const int64_t rows = c1 - m0 < ROWS_W8A8 ? c1 - m0 : ROWS_W8A8;
+        w8a8_avx2_blocks[rows - 1](xq + m0 * K, xs + m0 * G, K, wt, st, y + m0 * N, N, t * 16, bias);
+      }
+    }
+  }
+  free(xq), free(xs);
+  return 0;
+}
+
 // The same product on Intel AMX, for batches of 2 to SMALL_BATCH rows (a speculative verification):
 // per group of 32 inputs and 16 channels, one tdpbsud multiplies up to 16 rows of int8 activations by
 // the "vnni" weights (each tile row is 4 inputs of 16 channels, 64 bytes, exactly that layout) in

@@ -32,7 +32,7 @@ def test_a_mask_of_the_wrong_shape_is_refused():
         grouped_query_attention(q, k, k, torch.ones(1, 1, 3, 5, dtype=torch.bool))
 
 
-PATHS = ["fold", pytest.param("kernel", marks=pytest.mark.skipif(not cpu_attention.available(), reason="needs AVX-512F"))]
+PATHS = ["fold", pytest.param("kernel", marks=pytest.mark.skipif(not cpu_attention.available(), reason="needs AVX2, FMA and cc"))]
 
 
 def _stock_twin_and_spy(folded, monkeypatch, path="fold"):

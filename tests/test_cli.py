@@ -46,7 +46,7 @@ def test_bench_kernels_times_every_variant_this_cpu_runs_side_by_side():
                                        "--repeats", "2"], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout)
     assert report["bench"] == "kernels" and report["cpu"]
-    expected = {f"{isa}_ms" for isa in cpu_int8.available_isas()} | ({"vnni_ms"} if cpu_int8.vnni_available() else set())
+    expected = {f"{isa}_ms" for isa in cpu_int8.available_isas()} | {"w8a8_avx2_ms"} | ({"vnni_ms"} if cpu_int8.vnni_available() else set())
     assert [entry["rows"] for entry in report["linear"]] == ([1, 3] if cpu_int8.kernel_available() else [])
     for entry in report["linear"]:
         wanted = expected | ({"amx_ms"} if cpu_int8.amx_available() and entry["rows"] > 1 else set())

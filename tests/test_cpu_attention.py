@@ -10,7 +10,8 @@ from engine.runtime import build_tiny_random_model
 from kernels import cpu_attention, cpu_int8
 from kernels.cpu_attention import attention, attention_reference, prefix_lengths
 
-needs_kernel = pytest.mark.skipif(not cpu_attention.available(), reason="the CPU attention kernel needs AVX-512F and cc")
+needs_kernel = pytest.mark.skipif(not cpu_attention.available(), reason="the CPU attention kernel needs AVX2, FMA and cc")
+ISAS = cpu_attention.available_isas()
 
 
 def _cache_like(heads: int, length: int, dim: int, room: int = 37) -> torch.Tensor:
@@ -23,32 +24,35 @@ def _causal(q_len: int, kv_len: int) -> torch.Tensor:
 
 
 @needs_kernel
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("heads,kv_heads,dim", [(12, 2, 128), (14, 2, 64), (4, 2, 16), (8, 8, 32), (16, 2, 256)])
-@pytest.mark.parametrize("q_len,kv_len", [(1, 1), (1, 300), (3, 17), (8, 1000), (16, 16)])
-def test_kernel_equals_the_float64_reference(heads, kv_heads, dim, q_len, kv_len):
+@pytest.mark.parametrize("q_len,kv_len", [(1, 1), (1, 300), (3, 17), (8, 1000), (16, 16), (2, 9)])
+def test_kernel_equals_the_float64_reference(heads, kv_heads, dim, q_len, kv_len, isa):
     # 1.5B (6 query heads per key head, D 128), 0.5B (7, D 64), the tiny model, no grouping, D 256;
     # key counts that leave a partial last block of 16
     torch.manual_seed(heads + dim + kv_len)
     q = torch.randn(1, q_len, heads, dim).transpose(1, 2)  # as the projections come: not contiguous
     k, v = _cache_like(kv_heads, kv_len, dim), _cache_like(kv_heads, kv_len, dim)
     mask = _causal(q_len, kv_len) if q_len > 1 else None
-    out = attention(q, k, v, mask)
+    out = attention(q, k, v, mask, isa=isa)
     assert out is not None and out.shape == (1, q_len, heads, dim)
     assert torch.allclose(out.transpose(1, 2), attention_reference(q, k, v, mask), atol=2e-6, rtol=1e-5)
 
 
 @needs_kernel
-def test_a_row_gets_the_same_bits_alone_and_in_any_batch():
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dim", [128, 64])
+def test_a_row_gets_the_same_bits_alone_and_in_any_batch(isa, dim):
     # what lets a speculative pass reproduce decode steps exactly
     torch.manual_seed(0)
     q_len, kv_len = 9, 500
-    q = torch.randn(1, 12, q_len, 128)
-    k, v = _cache_like(2, kv_len, 128), _cache_like(2, kv_len, 128)
-    together = attention(q, k, v, _causal(q_len, kv_len))
+    q = torch.randn(1, 12, q_len, dim)
+    k, v = _cache_like(2, kv_len, dim), _cache_like(2, kv_len, dim)
+    together = attention(q, k, v, _causal(q_len, kv_len), isa=isa)
     assert together is not None
     for i in range(q_len):
         seen = kv_len - q_len + i + 1
-        alone = attention(q[:, :, i : i + 1], k[:, :, :seen], v[:, :, :seen], None)
+        alone = attention(q[:, :, i : i + 1], k[:, :, :seen], v[:, :, :seen], None, isa=isa)
         assert alone is not None and torch.equal(together[:, i], alone[:, 0]), f"row {i}"
 
 
@@ -76,11 +80,10 @@ def test_shapes_it_does_not_take_fall_back_to_sdpa(monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.skipif(not cpu_int8.vnni_available(), reason="w8a8 linears need AVX512-VNNI")
 def test_a_verification_pass_scores_each_token_as_a_decode_step_does(tokenizer):
     # the speculative decoder's premise, bit for bit: feeding 7 tokens at once on a cache gives the logits
     # that 7 one-token steps give, with w8a8 linears (exact int32 sums, rows independent; AMX for the
-    # batch where the CPU has it) and this attention. (The fp32-activation int8 kernel sums a batch in
+    # batch where the CPU has it, AVX2's vpmaddubsw where it lacks VNNI) and this attention. (The fp32-activation int8 kernel sums a batch in
     # another order than one row, so there the match is close, not exact.)
     loaded = build_tiny_random_model(tokenizer, seed=3)
     cpu_int8.use_int8_linears(loaded.model, int8_activations=True)

@@ -40,25 +40,47 @@ def test_quantization_error_is_at_most_half_a_step():
     assert float(error[0, :32].max()) == 0.0
 
 
-INT8_ACTIVATION_ISAS = (("vnni",) if cpu_int8.vnni_available() else ()) + (("amx",) if cpu_int8.amx_available() else ())
+INT8_ACTIVATION_ISAS = (("avx2",) if cpu_int8.kernel_available() else ()) + (("vnni",) if cpu_int8.vnni_available() else ()) \
+    + (("amx",) if cpu_int8.amx_available() else ())
+VARIANTS = [("k16", isa) for isa in cpu_int8.available_isas()] + [("vnni", isa) for isa in INT8_ACTIVATION_ISAS]
 
 
-@pytest.mark.parametrize("isa", cpu_int8.available_isas() + INT8_ACTIVATION_ISAS)
+@pytest.mark.parametrize("layout,isa", VARIANTS, ids=[f"{layout}-{isa}" for layout, isa in VARIANTS])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 128, 129, 300])
 @pytest.mark.parametrize("bias", [True, False])
-def test_kernel_equals_reference_for_every_batch_size(rows, bias, isa):
+def test_kernel_equals_reference_for_every_batch_size(rows, bias, layout, isa):
     # every unrolled row block of each variant (AVX2: 1-4, AVX-512: 1-8), several blocks up to 128 rows,
     # 129+ the dequantize + sgemm path; 70 channels leave a partial last tile
-    # (AVX512-VNNI and AMX: int8 activations, held to the reference that rounds them the same way)
+    # (the "vnni" layout on AVX2, AVX512-VNNI and AMX: int8 activations, held to the reference that rounds them the same way)
     n, k = 70, 96
     packed = pack(_weights(n, k))
-    if isa in INT8_ACTIVATION_ISAS:
+    if layout == "vnni":
         packed = cpu_int8.to_vnni(packed)
     b = torch.randn(n) if bias else None
     x = torch.randn(rows, k)
     x[0, 32:64] = 0.0  # an all-zero activation group
     expected = linear_reference(x, packed, b, isa=isa)  # AMX rounds the activations of any batch
     assert torch.allclose(linear(x, packed, b, isa=isa), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_avx2_int8_activation_rows_do_not_depend_on_the_batch():
+    # the AVX2 int8-activation variant (every x86-64 CPU the kernel loads on): a verification pass scores
+    # each row with the bits of a one-row step; activations near +-127 steps test that nothing saturates
+    packed = cpu_int8.to_vnni(pack(_weights(70, 96)))
+    x = torch.randn(11, 96)
+    x[3, :32] = torch.tensor([1.0, -1.0] * 16)  # every code +-127 in one group
+    together = linear(x, packed, isa="avx2")
+    alone = torch.cat([linear(x[i : i + 1], packed, isa="avx2") for i in range(11)])
+    assert torch.equal(together, alone)
+    assert torch.allclose(together, linear_reference(x, packed), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_int8.vnni_available(), reason="needs AVX512-VNNI")
+@pytest.mark.parametrize("rows", [1, 3, 8, 11])
+def test_avx2_int8_activations_give_the_vnni_bits(rows):
+    packed = cpu_int8.to_vnni(pack(_weights(300, 1024)))
+    x, b = torch.randn(rows, 1024), torch.randn(300)
+    assert torch.equal(linear(x, packed, b, isa="avx2"), linear(x, packed, b, isa="vnni"))
 
 
 @pytest.mark.parametrize("n,k", [(20, 64), (100, 96), (513, 128)])
@@ -164,10 +186,9 @@ def test_real_model_keeps_its_predictions_under_int8_weights(tokenizer):
 
 
 @pytest.mark.real_model
-@pytest.mark.skipif(not cpu_int8.vnni_available(), reason="needs AVX512-VNNI")
 def test_real_model_keeps_its_predictions_under_int8_activations(tokenizer, monkeypatch):
     """int8 weights and int8-rounded activations (``w8a8``), every row through the kernel as decode steps and
     speculative passes run (measured 0.995 and 1.5123 -> 1.5109; torch's per-tensor dynamic int8 kept 0.80
-    of the 1.5B's argmaxes)."""
+    of the 1.5B's argmaxes). On a CPU without AVX512-VNNI the AVX2 variant computes the same integer sums."""
     monkeypatch.setattr(cpu_int8, "SMALL_BATCH", 10_000)  # not the prefill path: that multiplies fp32 activations
     _assert_keeps_fp32_predictions(tokenizer, "w8a8")

@@ -45,13 +45,13 @@ def test_real_model_loads_with_onednn_and_agrees_with_torch(tokenizer):
     assert int(fast.argmax()) == int(slow.argmax())
 
 
-@pytest.mark.parametrize("vnni", [True, False])
-def test_the_default_is_w8a8_with_vnni_else_int8_unless_the_environment_says_otherwise(monkeypatch, vnni):
+@pytest.mark.parametrize("kernel", [True, False])
+def test_the_default_is_w8a8_where_the_kernel_loads_unless_the_environment_says_otherwise(monkeypatch, kernel):
     from kernels import cpu_int8
 
     monkeypatch.delenv("LIVEFIM_CPU_LINEAR", raising=False)
-    monkeypatch.setattr(cpu_int8, "vnni_available", lambda: vnni)
-    assert default_cpu_linear() == ("w8a8" if vnni else "int8")
+    monkeypatch.setattr(cpu_int8, "kernel_available", lambda: kernel)
+    assert default_cpu_linear() == ("w8a8" if kernel else "int8")
     monkeypatch.setenv("LIVEFIM_CPU_LINEAR", "onednn")
     assert default_cpu_linear() == "onednn"
 
