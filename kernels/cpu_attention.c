@@ -21,6 +21,21 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// Keys the longest of `rows` query rows sees.
+static inline int64_t longest_length(const int64_t *lengths, int64_t rows) {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  return longest;
+}
+
+// scaled[i * rep + r] = q's row i, head r (of this key head's group), times scale: [rows * rep][D].
+static inline void scale_queries(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, float scale,
+                                 float *scaled) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
+}
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 #define MAX_REP 8
@@ -93,14 +108,11 @@ static inline __attribute__((always_inline)) void attend_rows_d(
     const float *q, int64_t rows, int64_t H, int64_t rep, const int64_t chunks, const float *k, const float *v,
     const int64_t *lengths, float scale, float *scratch, float *out) {
   const int64_t D = chunks * 16;
-  int64_t longest = 0;
-  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  const int64_t longest = longest_length(lengths, rows);
   const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;  // scores per (row, head), whole blocks
   float *scores = scratch, *scaled = scratch + rows * rep * stride, *acc = scaled + rows * rep * D;
   float *total = acc + rows * rep * D;
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
+  scale_queries(q, rows, H, rep, D, scale, scaled);
 
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
     for (int64_t i = 0; i < rows; i++)
@@ -245,14 +257,11 @@ static inline __attribute__((always_inline)) void block_scores_8(const float *q,
 static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
                           const float *v, const int64_t *lengths, float scale, float *scratch, float *out) {
   const int64_t chunks = D / 8;
-  int64_t longest = 0;
-  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+  const int64_t longest = longest_length(lengths, rows);
   const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;
   float *scores = scratch, *scaled = scratch + rows * rep * stride, *acc = scaled + rows * rep * D;
   float *total = acc + rows * rep * D;
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
+  scale_queries(q, rows, H, rep, D, scale, scaled);
 
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
     for (int64_t i = 0; i < rows; i++)
@@ -315,11 +324,9 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
 }
 #pragma GCC pop_options
 
-// Floats of scratch attend_rows_d needs.
+// Floats of scratch attend_rows_d and attend_rows_8 need.
 static int64_t scratch_floats(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
-  int64_t longest = 0;
-  for (int64_t i = 0; i < rows; i++) longest = lengths[i] > longest ? lengths[i] : longest;
-  return rows * rep * ((longest + BLOCK - 1) / BLOCK * BLOCK + 2 * D + 1) + 16;
+  return rows * rep * ((longest_length(lengths, rows) + BLOCK - 1) / BLOCK * BLOCK + 2 * D + 1) + 16;
 }
 
 // Returns 0; -1 for a shape it does not take (D not a multiple of 16 or over 256, rep over 8, a row

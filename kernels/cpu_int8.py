@@ -345,12 +345,13 @@ def linear(x: Tensor, packed: PackedInt8, bias: Tensor | None = None, isa: str |
     else:
         isa = isa or _isa()
     bias32 = None if bias is None else bias.detach().float().contiguous()
-    if m <= SMALL_BATCH or (packed.layout == "vnni" and isa in ("amx", "avx2")):  # as rounds_activations says
+    through_kernel = rounds_activations(packed, m, isa) if packed.layout == "vnni" else m <= SMALL_BATCH
+    if through_kernel:  # else dequantize + sgemm
         out = torch.empty(m, n, dtype=torch.float32)
-        kernel = {"avx512": library.livefim_int8_linear_avx512, "vnni": library.livefim_int8_linear_vnni,
-                  "amx": library.livefim_int8_linear_amx}.get(isa, library.livefim_int8_linear)
-        if packed.layout == "vnni" and isa == "avx2":
-            kernel = library.livefim_int8_linear_w8a8_avx2
+        kernel = {("k16", "avx512"): library.livefim_int8_linear_avx512,
+                  ("vnni", "avx2"): library.livefim_int8_linear_w8a8_avx2,
+                  ("vnni", "vnni"): library.livefim_int8_linear_vnni,
+                  ("vnni", "amx"): library.livefim_int8_linear_amx}.get((packed.layout, isa), library.livefim_int8_linear)
         status = kernel(rows.data_ptr(), m, k, packed.weights.data_ptr(), packed.scales.data_ptr(),
                         None if bias32 is None else bias32.data_ptr(), out.data_ptr(), n)
         assert status == 0, f"int8 kernel rejected K={k}"

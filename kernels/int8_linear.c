@@ -347,31 +347,28 @@ int livefim_int8_linear_vnni(const float *x, int64_t M, int64_t K, const uint8_t
 #define ROWS_W8A8 4
 typedef int32_t quad32_avx2 __attribute__((may_alias, aligned(1)));
 
-// quantize_rows_vnni's codes and scales with AVX2 (xc is not needed here: the weights stay signed).
-static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int8_t *xq, float *xs) {
-  const int64_t G = K / GROUP;
+// quantize_rows_vnni's codes and scales for one row, with AVX2 (xc is not needed here: the weights stay signed).
+static void quantize_row_avx2(const float *x, int64_t K, int8_t *xq, float *xs) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (int64_t m = 0; m < M; m++) {
-    for (int64_t g = 0; g < G; g++) {
-      const float *src = x + m * K + g * GROUP;
-      __m256 v[4], amax = _mm256_setzero_ps();
-      for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(src + 8 * i), amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[i]));
-      __m128 half = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-      half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-      half = _mm_max_ss(half, _mm_shuffle_ps(half, half, 1));
-      float s = _mm_cvtss_f32(half) / 127.0f;
-      if (s == 0.0f) s = 1.0f;
-      const __m256 sv = _mm256_set1_ps(s);
-      __m256i q[4];
-      for (int i = 0; i < 4; i++)
-        q[i] = _mm256_cvtps_epi32(_mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_round_ps(_mm256_div_ps(v[i], sv),
-                                                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))));
-      // packs interleave the 128-bit lanes; the permute puts the 32 codes back in input order
-      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-      _mm256_storeu_si256((__m256i *)(xq + m * K + g * GROUP), _mm256_permutevar8x32_epi32(bytes, order));
-      xs[m * G + g] = s;
-    }
+  for (int64_t g = 0; g < K / GROUP; g++) {
+    const float *src = x + g * GROUP;
+    __m256 v[4], amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(src + 8 * i), amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[i]));
+    __m128 half = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+    half = _mm_max_ss(half, _mm_shuffle_ps(half, half, 1));
+    float s = _mm_cvtss_f32(half) / 127.0f;
+    if (s == 0.0f) s = 1.0f;
+    const __m256 sv = _mm256_set1_ps(s);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++)
+      q[i] = _mm256_cvtps_epi32(_mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_round_ps(_mm256_div_ps(v[i], sv),
+                                                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))));
+    // packs interleave the 128-bit lanes; the permute puts the 32 codes back in input order
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)(xq + g * GROUP), _mm256_permutevar8x32_epi32(bytes, order));
+    xs[g] = s;
   }
 }
 
@@ -456,7 +453,7 @@ int livefim_int8_linear_w8a8_avx2(const float *x, int64_t M, int64_t K, const ui
     return -2;
   }
 #pragma omp parallel for schedule(static) if (M > 1)
-  for (int64_t m = 0; m < M; m++) quantize_rows_avx2(x + m * K, 1, K, xq + m * K, xs + m * G);
+  for (int64_t m = 0; m < M; m++) quantize_row_avx2(x + m * K, K, xq + m * K, xs + m * G);
   for (int64_t c0 = 0; c0 < M; c0 += W8A8_CHUNK) {
     const int64_t c1 = M - c0 < W8A8_CHUNK ? M : c0 + W8A8_CHUNK;
 #pragma omp parallel for schedule(static)
