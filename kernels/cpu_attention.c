@@ -184,10 +184,11 @@ static void attend_rows(const float *q, int64_t rows, int64_t H, int64_t rep, in
 
 // The same computation with AVX2 (8-float vectors), for CPUs without AVX-512F: its own fixed order of
 // operations (chunks of 8, the lane sums below), so its bits differ from the AVX-512 variant's, but as
-// there a row's result never depends on the other rows of the batch.
+// there a row's result never depends on the other rows of the batch. Its 16 registers hold one head's
+// 8 dot products at most, too few chains to hide the FMA latency, so the sweeps take three (row, head)
+// pairs at a time, each still summing in its own order: 1.35x faster for one row, 1.4x for nine.
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#define HALF8 8  // chunks of a head's output summed in registers at a time (AVX2 has 16)
 
 // exp_nonpositive on 8 lanes: the same reduction and polynomial, 2^n built in the exponent bits
 // (n >= -126 after the clamp, so it is a normal float).
@@ -210,13 +211,6 @@ static inline __attribute__((always_inline)) __m256 exp_nonpositive_8(__m256 x) 
   return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
 }
 
-// v[j] = sum of a[j]'s 8 lanes, for 8 vectors at once, in one fixed order.
-static inline __attribute__((always_inline)) __m256 sum_lanes_8(const __m256 a[8]) {
-  const __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  const __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
-}
-
 static inline __attribute__((always_inline)) float max_lanes_8(__m256 v) {
   __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   h = _mm_max_ps(h, _mm_movehl_ps(h, h));
@@ -229,46 +223,103 @@ static inline __attribute__((always_inline)) float add_lanes_8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 
-// block_scores with 8 keys per lane sum; keys past n are not read (the last valid key stands in) and score -inf.
-static inline __attribute__((always_inline)) void block_scores_8(const float *q, const int64_t chunks, const float *k,
-                                                                 int64_t D, int64_t n, float scores[BLOCK]) {
-  for (int64_t j0 = 0; j0 < BLOCK; j0 += 8) {
-    const int64_t left = n - j0;
-    if (left <= 0) {
-      _mm256_storeu_ps(scores + j0, _mm256_set1_ps(-INFINITY));
-      continue;
-    }
-    const float *key[8];
-    for (int j = 0; j < 8; j++) key[j] = k + (j0 + (j < left ? j : left - 1)) * D;
-    __m256 dot[8];
-    for (int j = 0; j < 8; j++) dot[j] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < chunks; c++) {
-      const __m256 qc = _mm256_loadu_ps(q + c * 8);
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; j++) dot[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key[j] + c * 8), dot[j]);
-    }
-    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)),
-                                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    _mm256_storeu_ps(scores + j0, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), sum_lanes_8(dot), valid));
-  }
+// Scaled query heads sharing each key load: three heads times four keys keep 12 accumulators in flight
+// (the FMA latency hides behind them; one head's 8 did not) in 16 registers.
+#define GROUP3 3
+#define KEYS4 4
+
+// The lane sums of 4 vectors, each ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
+static inline __attribute__((always_inline)) __m128 sum_lanes_4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-// attend_rows_d with 8-float chunks: the same three sweeps.
+// dots[u] = the 4 keys' scores for query head u < g: each a chain of FMAs over the chunks in order.
+static inline __attribute__((always_inline)) void scores_g4(const float *const q[GROUP3], const int g, const float *const key[KEYS4],
+                                                            const int64_t chunks, __m128 dots[GROUP3]) {
+  __m256 dot[GROUP3][KEYS4];
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS4; j++) dot[u][j] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < chunks; c++) {
+    __m256 qc[GROUP3];
+    for (int u = 0; u < GROUP3; u++) qc[u] = u < g ? _mm256_loadu_ps(q[u] + c * 8) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < KEYS4; j++) {
+      const __m256 kc = _mm256_loadu_ps(key[j] + c * 8);
+#pragma GCC unroll 3
+      for (int u = 0; u < GROUP3; u++)
+        if (u < g) dot[u][j] = _mm256_fmadd_ps(qc[u], kc, dot[u][j]);
+    }
+  }
+  for (int u = 0; u < GROUP3; u++)
+    if (u < g) dots[u] = sum_lanes_4(dot[u][0], dot[u][1], dot[u][2], dot[u][3]);
+}
+
+// Three heads' weighted values over keys [0, n) of a block, chunks [c0, c0 + 4) (every head sees n keys):
+// acc[u][c] += p[u][j] * v[j][c] for j in order, as one head alone would add them.
+static inline __attribute__((always_inline)) void values_g4(const float *const p[GROUP3], const int g, const float *vb, int64_t D,
+                                                            int64_t n, int64_t c0, int64_t width, float *const o[GROUP3]) {
+  __m256 sum[GROUP3][KEYS4];
+  for (int u = 0; u < GROUP3; u++)
+    for (int c = 0; c < KEYS4; c++) sum[u][c] = u < g && c < width ? _mm256_loadu_ps(o[u] + (c0 + c) * 8) : _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j++) {
+    __m256 weight[GROUP3];
+    for (int u = 0; u < GROUP3; u++) weight[u] = u < g ? _mm256_set1_ps(p[u][j]) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int c = 0; c < KEYS4; c++) {
+      if (c < width) {
+        const __m256 vc = _mm256_loadu_ps(vb + j * D + (c0 + c) * 8);
+#pragma GCC unroll 3
+        for (int u = 0; u < GROUP3; u++)
+          if (u < g) sum[u][c] = _mm256_fmadd_ps(weight[u], vc, sum[u][c]);
+      }
+    }
+  }
+  for (int u = 0; u < GROUP3; u++)
+    for (int c = 0; c < KEYS4; c++)
+      if (u < g && c < width) _mm256_storeu_ps(o[u] + (c0 + c) * 8, sum[u][c]);
+}
+
+// attend_rows_d with 8-float chunks: the same three sweeps, the (row, head) pairs three at a time.
 static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
                           const float *v, const int64_t *lengths, float scale, float *scratch, float *out) {
-  const int64_t chunks = D / 8;
+  const int64_t chunks = D / 8, pairs = rows * rep;
   const int64_t longest = longest_length(lengths, rows);
   const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;
-  float *scores = scratch, *scaled = scratch + rows * rep * stride, *acc = scaled + rows * rep * D;
-  float *total = acc + rows * rep * D;
+  float *scores = scratch, *scaled = scratch + pairs * stride, *acc = scaled + pairs * D;
+  float *total = acc + pairs * D;
   scale_queries(q, rows, H, rep, D, scale, scaled);
 
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
-    for (int64_t i = 0; i < rows; i++)
-      for (int64_t r = 0; r < rep; r++) {
-        const int64_t h = i * rep + r, n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
-        if (n > 0) block_scores_8(scaled + h * D, chunks, k + b0 * D, D, n, scores + h * stride + b0);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      const float *qs[GROUP3];
+      int64_t n[GROUP3], most = 0;
+      for (int u = 0; u < GROUP3; u++) {
+        const int64_t h = u < g ? h0 + u : h0;
+        qs[u] = scaled + h * D;
+        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
+        if (u < g && n[u] > most) most = n[u];
       }
+      if (most <= 0) continue;
+      for (int64_t j0 = 0; j0 < BLOCK; j0 += KEYS4) {
+        __m128 dots[GROUP3] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+        if (j0 < most) {
+          const float *key[KEYS4];
+          for (int j = 0; j < KEYS4; j++) key[j] = k + (b0 + (j0 + j < most ? j0 + j : most - 1)) * D;  // no key past the longest row's
+          switch (g) {
+            case 3: scores_g4(qs, 3, key, chunks, dots); break;
+            case 2: scores_g4(qs, 2, key, chunks, dots); break;
+            default: scores_g4(qs, 1, key, chunks, dots);
+          }
+        }
+        for (int u = 0; u < g; u++) {
+          if (n[u] <= 0) continue;  // this row's keys ended in an earlier block
+          const __m128 valid = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32((int)(n[u] - j0)), _mm_setr_epi32(0, 1, 2, 3)));
+          _mm_storeu_ps(scores + (h0 + u) * stride + b0 + j0, _mm_blendv_ps(_mm_set1_ps(-INFINITY), dots[u], valid));
+        }
+      }
+    }
 
   for (int64_t i = 0; i < rows; i++) {
     const int64_t blocks = (lengths[i] + BLOCK - 1) / BLOCK;
@@ -287,31 +338,37 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
     }
   }
 
-  for (int64_t h = 0; h < rows * rep; h++)
+  for (int64_t h = 0; h < pairs; h++)
     for (int64_t d = 0; d < D; d += 8) _mm256_storeu_ps(acc + h * D + d, _mm256_setzero_ps());
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     const float *vb = v + b0 * D;
-    for (int64_t i = 0; i < rows; i++) {
-      const int64_t n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
-      for (int64_t r = 0; r < rep && n > 0; r++) {
-        const int64_t h = i * rep + r;
-        const float *p = scores + h * stride + b0;
-        for (int64_t c0 = 0; c0 < chunks; c0 += HALF8) {  // each output element still sums the keys in order
-          const int64_t width = chunks - c0 < HALF8 ? chunks - c0 : HALF8;
-          float *o = acc + h * D + c0 * 8;
-          const float *vc = vb + c0 * 8;
-          __m256 sum[HALF8];
-#pragma GCC unroll 8
-          for (int64_t c = 0; c < HALF8; c++) sum[c] = c < width ? _mm256_loadu_ps(o + c * 8) : _mm256_setzero_ps();
-          for (int64_t j = 0; j < n; j++) {
-            const __m256 weight = _mm256_set1_ps(p[j]);
-#pragma GCC unroll 8
-            for (int64_t c = 0; c < HALF8; c++)
-              if (c < width) sum[c] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(vc + j * D + c * 8), sum[c]);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      const float *p[GROUP3];
+      float *o[GROUP3];
+      int64_t n[GROUP3], least = BLOCK;
+      for (int u = 0; u < GROUP3; u++) {
+        const int64_t h = u < g ? h0 + u : h0;
+        p[u] = scores + h * stride + b0, o[u] = acc + h * D;
+        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
+        if (u < g && n[u] < least) least = n[u];
+      }
+      if (least == BLOCK) {  // every head of the group sees the whole block: the common case
+        for (int64_t c0 = 0; c0 < chunks; c0 += KEYS4) {
+          const int64_t width = chunks - c0 < KEYS4 ? chunks - c0 : KEYS4;
+          switch (g) {
+            case 3: values_g4(p, 3, vb, D, BLOCK, c0, width, o); break;
+            case 2: values_g4(p, 2, vb, D, BLOCK, c0, width, o); break;
+            default: values_g4(p, 1, vb, D, BLOCK, c0, width, o);
           }
-#pragma GCC unroll 8
-          for (int64_t c = 0; c < HALF8; c++)
-            if (c < width) _mm256_storeu_ps(o + c * 8, sum[c]);
+        }
+      } else {  // a row's last block: each head its own keys
+        for (int u = 0; u < g; u++) {
+          if (n[u] <= 0) continue;
+          const float *pu[GROUP3] = {p[u], p[u], p[u]};
+          float *ou[GROUP3] = {o[u], o[u], o[u]};
+          for (int64_t c0 = 0; c0 < chunks; c0 += KEYS4)
+            values_g4(pu, 1, vb, D, n[u], c0, chunks - c0 < KEYS4 ? chunks - c0 : KEYS4, ou);
         }
       }
     }
