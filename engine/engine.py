@@ -401,10 +401,14 @@ class CompletionEngine:
         settings = self.speculation_settings
         history, ahead = self._ids_around_cursor(prefix, suffix)
         corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
-        lookup = PromptLookup(corpus, max_draft=settings.lookup_max_draft,
-                              min_ngram=settings.min_ngram_for(self.model.cheap_verify_rows))
+        cheap_rows = self.model.cheap_verify_rows
+
+        def lookup(first_draft: int | None) -> PromptLookup:
+            return PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.min_ngram_for(cheap_rows),
+                                first_draft=first_draft)
+
         if speculation == "lookup" or draft_state is None:
-            return lookup, history
+            return lookup(settings.first_draft_for(cheap_rows)), history
         distribution = None
         generator = None
         if options.temperature > 0:
@@ -414,7 +418,7 @@ class CompletionEngine:
                            min_confidence=settings.draft_min_confidence, distribution=distribution, generator=generator)
         if speculation == "draft":
             return draft, history
-        return Combined(lookup, draft, min_lookup=settings.combined_min_lookup), history
+        return Combined(lookup(None), draft, min_lookup=settings.combined_min_lookup), history  # gates on a draft's length
 
     def _complete_locked(
         self,

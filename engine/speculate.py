@@ -43,21 +43,31 @@ class SpeculationSettings:
     """How much to draft; defaults chosen with ``livefim bench decode`` (BENCHMARKS.md)."""
 
     lookup_max_draft: int = 8
+    lookup_first_draft: int | None = None  # None: ``first_draft_for`` the model's pass costs
     lookup_min_ngram: int | None = None  # None: ``min_ngram_for`` the model's pass costs
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3
 
     def min_ngram_for(self, cheap_verify_rows: bool) -> int:
-        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 2 where
-        extra verification rows are cheap (``LoadedModel.cheap_verify_rows``) and 3 where they are not.
+        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 2.
 
-        Why: a 2-token match proposes more often and more wrongly. With fp32-activation passes (an 8-row pass
-        2.3x a step) that cost more than it won; on AMX (1.4x) it is never worse: 1.78 -> 1.79x and
-        1.45 -> 1.56x on repository next lines, seeds 0 and 1 (BENCHMARKS.md)."""
-        if self.lookup_min_ngram is not None:
-            return self.lookup_min_ngram
-        return 2 if cheap_verify_rows else 3
+        Why 2 everywhere: a 2-token match proposes more often and more wrongly. That cost more than it won
+        while every wrong draft filled 8 rows of a pass whose rows are dear (fp32 activations, AVX2); with
+        drafts that start short (``first_draft_for``) it wins there too, 1.72 -> 1.79x (seed 0) and
+        1.18 -> 1.27x (seed 1) in an offline replay on AVX2 (BENCHMARKS.md). On AMX it was never worse:
+        1.78 -> 1.79x and 1.45 -> 1.56x on repository next lines."""
+        return self.lookup_min_ngram if self.lookup_min_ngram is not None else 2
+
+    def first_draft_for(self, cheap_verify_rows: bool) -> int:
+        """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):
+        ``lookup_first_draft`` when set, else ``lookup_max_draft`` where extra verification rows are cheap
+        (``LoadedModel.cheap_verify_rows``) and 2 where they are not (AVX2: a 9-row pass costs 2.2x a
+        step). There, 8-token drafts from the start replayed at 1.56-1.66x (seed 0) and 1.01-1.04x (seed 1)
+        against 1.79x and 1.27x for drafts that start at 2 and double (BENCHMARKS.md)."""
+        if self.lookup_first_draft is not None:
+            return min(self.lookup_first_draft, self.lookup_max_draft)
+        return self.lookup_max_draft if cheap_verify_rows else min(2, self.lookup_max_draft)
 
 
 @dataclass(frozen=True)
@@ -91,15 +101,24 @@ class PromptLookup:
     The corpus is what the prompt holds (repository context, prefix, suffix)
     plus, as it grows, the suggestion itself; a match's continuation is the
     draft. Later occurrences win: the text nearest the cursor is the best guess.
+
+    Drafts hold ``first_draft`` tokens at first; one the target takes whole
+    doubles the next (up to ``max_draft``), one it rejects sets the next to what
+    it took plus one (at least ``first_draft``). A copy that keeps coming true
+    is usually a long one; a wrong guess then costs few verification rows.
     """
 
     name = "lookup"
 
     max_candidates = 4  # occurrences of one n-gram tried, latest first
 
-    def __init__(self, corpus: Sequence[Sequence[int]], *, max_draft: int = 8, min_ngram: int = 2, max_ngram: int = 4) -> None:
+    def __init__(self, corpus: Sequence[Sequence[int]], *, max_draft: int = 8, min_ngram: int = 2, max_ngram: int = 4,
+                 first_draft: int | None = None) -> None:
         assert 1 <= min_ngram <= max_ngram, (min_ngram, max_ngram)
         self.max_draft, self.min_ngram, self.max_ngram = max_draft, min_ngram, max_ngram
+        self.first_draft = max_draft if first_draft is None else max(1, min(first_draft, max_draft))
+        self._draft_limit = self.first_draft
+        self._last_draft: tuple[int, tuple[int, ...]] | None = None  # (tokens generated before it, the draft)
         self._text: list[int] = []
         self._where: dict[tuple[int, ...], list[int]] = {}  # n-gram -> ends of its occurrences in _text, in order
         self._segment_ends: list[int] = []
@@ -120,9 +139,22 @@ class PromptLookup:
     def begin(self, history: Sequence[int]) -> None:
         self._history = list(history[-self.max_ngram :])
         self._generated_from = len(self._text)
+        self._draft_limit, self._last_draft = self.first_draft, None
+
+    def _next_limit(self, generated: Sequence[int]) -> int:
+        """The draft length after the last draft's fate: doubled when all of it came true, else what came true + 1."""
+        if self._last_draft is not None:
+            before, draft = self._last_draft
+            taken = 0
+            while taken < len(draft) and before + taken < len(generated) and generated[before + taken] == draft[taken]:
+                taken += 1
+            whole = taken == len(draft)
+            self._draft_limit = min(self.max_draft, 2 * self._draft_limit) if whole else max(self.first_draft, taken + 1)
+            self._last_draft = None
+        return self._draft_limit
 
     def propose(self, generated: Sequence[int], limit: int) -> Draft:
-        limit = min(limit, self.max_draft)
+        limit = min(limit, self._next_limit(generated))
         seen = len(self._text) - self._generated_from
         if seen < len(generated):
             self._extend(generated[seen:])  # the suggestion so far is corpus too
@@ -133,7 +165,9 @@ class PromptLookup:
             for end in reversed(self._where.get(tuple(key_source[-n:]), ())[-self.max_candidates :]):
                 stop = next((e for e in self._segment_ends if e >= end), len(self._text))
                 if stop > end:  # something follows this occurrence within its piece (not the key itself)
-                    return Draft(tuple(self._text[end : min(stop, end + limit)]), None, self.name)
+                    tokens = tuple(self._text[end : min(stop, end + limit)])
+                    self._last_draft = (len(generated), tokens)
+                    return Draft(tokens, None, self.name)
         return Draft(source=self.name)
 
 
@@ -218,6 +252,9 @@ class DraftModel:
 @dataclass
 class Combined:
     """Prompt lookup when it has a match of at least ``min_lookup`` tokens, else the draft model.
+
+    Its lookup should draft whole matches from the start (no ``first_draft``): a short first draft would
+    never reach ``min_lookup``.
 
     The draft model still sees every accepted token (its cache follows
     ``generated`` lazily), so switching between the two costs nothing.

@@ -109,7 +109,8 @@ def make_proposer(
     if arm == "plain":
         return None
     lookup = PromptLookup([prompt_ids[:marker], prompt_ids[marker + 1 : -1]], max_draft=settings.lookup_max_draft,
-                          min_ngram=settings.min_ngram_for(cheap_verify_rows=False))  # bench_decode set it for the target
+                          min_ngram=settings.min_ngram_for(cheap_verify_rows=False),  # bench_decode set both for the target
+                          first_draft=settings.first_draft_for(cheap_verify_rows=False) if arm == "lookup" else None)
     if arm == "lookup":
         return lookup
     assert draft is not None and draft_rows is not None
@@ -141,7 +142,8 @@ def bench_decode(
     if arms[0] != "plain":
         arms = ("plain", *[a for a in arms if a != "plain"])  # the reference comes first
     target = loaded or load_model(model, device, install_missing=True)
-    settings = replace(settings, lookup_min_ngram=settings.min_ngram_for(target.cheap_verify_rows))  # reported as used
+    settings = replace(settings, lookup_min_ngram=settings.min_ngram_for(target.cheap_verify_rows),  # reported as used
+                       lookup_first_draft=settings.first_draft_for(target.cheap_verify_rows))
     needs_draft = any(a in ("draft", "combined") for a in arms)
     draft = (draft_loaded or load_model(draft_model, device, install_missing=True)) if needs_draft else None
     if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():

@@ -240,8 +240,9 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
     if unknown:
         print(f"livefim bench decode: unknown kind {unknown[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
         return 2
-    settings = SpeculationSettings(lookup_max_draft=args.lookup_max, lookup_min_ngram=args.lookup_min_ngram,
-                                   draft_max=args.draft_max, draft_min_confidence=args.draft_confidence)
+    settings = SpeculationSettings(lookup_max_draft=args.lookup_max, lookup_first_draft=args.lookup_first,
+                                   lookup_min_ngram=args.lookup_min_ngram, draft_max=args.draft_max,
+                                   draft_min_confidence=args.draft_confidence)
 
     def show(record: dict) -> None:
         print(json.dumps(record), file=sys.stderr, flush=True)
@@ -550,8 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--seed", type=int, default=0)
     decode_bench.add_argument("--arms", default="plain,lookup,draft,combined")
     decode_bench.add_argument("--lookup-max", type=int, default=8, help="most tokens a prompt-lookup draft holds")
+    decode_bench.add_argument("--lookup-first", type=int, default=None,
+                              help="tokens of a prompt-lookup draft until drafts come true, when it grows to --lookup-max "
+                                   "(default: --lookup-max where verification rows are cheap, else 2)")
     decode_bench.add_argument("--lookup-min-ngram", type=int, default=None,
-                              help="shortest n-gram match that proposes a draft (default: 2 where verification rows are cheap, else 3)")
+                              help="shortest n-gram match that proposes a draft (default 2)")
     decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
                               help="the draft model stops drafting below this probability of its own token")

@@ -152,6 +152,34 @@ def test_prompt_lookup_continues_the_latest_match():
     assert lookup.propose([5], 0).tokens == ()
 
 
+def test_lookup_drafts_grow_while_they_come_true_and_shrink_after_a_miss():
+    text = list(range(10, 40))
+    lookup = PromptLookup([text], max_draft=8, first_draft=2)
+    lookup.begin([10, 11])
+    assert lookup.propose([], 32).tokens == (12, 13)  # first_draft tokens
+    assert lookup.propose([12, 13, 14], 32).tokens == (15, 16, 17, 18)  # all came true (+ the bonus 14): doubled
+    generated = [12, 13, 14, 15, 16, 17, 18, 19]
+    assert lookup.propose(generated, 32).tokens == tuple(range(20, 28))  # doubled again, capped at max_draft
+    generated += [20, 21, 22, 99]  # 3 of the 8 came true, then the target chose 99
+    assert lookup.propose(generated + [10, 11], 32).tokens == (12, 13, 14, 15)  # 3 + 1
+    generated += [10, 11, 77]  # none came true
+    assert lookup.propose(generated + [12, 13], 32).tokens == (14, 15)  # back to first_draft (not below it)
+    assert lookup.propose(generated + [12, 13, 14, 15, 16], 1).tokens == (17,)  # the caller's limit still rules
+    lookup.begin([30, 31])
+    assert lookup.propose([], 32).tokens == (32, 33)  # a new suggestion starts short again
+
+
+def test_lookup_draft_length_defaults_follow_the_cost_of_verification_rows():
+    from engine.speculate import SpeculationSettings
+
+    settings = SpeculationSettings()
+    assert settings.first_draft_for(cheap_verify_rows=True) == settings.lookup_max_draft == 8
+    assert settings.first_draft_for(cheap_verify_rows=False) == 2
+    assert SpeculationSettings(lookup_first_draft=5).first_draft_for(cheap_verify_rows=False) == 5  # asked for: kept
+    assert SpeculationSettings(lookup_first_draft=12).first_draft_for(cheap_verify_rows=True) == 8  # never past the most
+    assert PromptLookup([[1, 2, 3, 4, 5, 6]], max_draft=3).first_draft == 3  # no first_draft: no growing
+
+
 def test_draft_model_stops_when_its_confidence_drops(tiny_model, tokenizer):
     ids = tokenizer(PROMPTS[1]).input_ids
     sure = DraftModel(tiny_model.model, DynamicCache(config=tiny_model.model.config), list(ids), max_draft=6, min_confidence=0.0)
@@ -280,12 +308,12 @@ def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, 
     assert drafted > 0 and (kind == "draft" or accepted > 0)
 
 
-def test_lookup_drafts_on_two_token_matches_only_where_verification_rows_are_cheap(tiny_model, monkeypatch):
+def test_verification_rows_are_cheap_on_amx_and_lookup_matches_two_tokens(tiny_model, monkeypatch):
     from engine.speculate import SpeculationSettings
     from kernels import cpu_int8
 
     assert SpeculationSettings().min_ngram_for(cheap_verify_rows=True) == 2
-    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=False) == 3
+    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=False) == 2
     assert SpeculationSettings(lookup_min_ngram=4).min_ngram_for(cheap_verify_rows=True) == 4  # asked for: kept
     assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
     monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
