@@ -280,6 +280,15 @@ static inline __attribute__((always_inline)) void values_g4(const float *const p
       if (u < g && c < width) _mm256_storeu_ps(o[u] + (c0 + c) * 8, sum[u][c]);
 }
 
+// A decode step reads each layer's keys and values from DRAM once; the hardware prefetcher alone kept
+// that at 6-7 GB/s here. Asking for the block AHEAD blocks on speeds up a 28-layer sweep of one row.
+#define AHEAD 2
+static inline __attribute__((always_inline)) void prefetch_block(const float *rows, int64_t D, int64_t b0, int64_t longest) {
+  if (b0 >= longest) return;
+  const int64_t end = (b0 + BLOCK < longest ? b0 + BLOCK : longest) * D;
+  for (int64_t at = b0 * D; at < end; at += 16) _mm_prefetch((const char *)(rows + at), _MM_HINT_T0);
+}
+
 // attend_rows_d with 8-float chunks: the same three sweeps, the (row, head) pairs three at a time.
 static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
                           const float *v, const int64_t *lengths, float scale, float *scratch, float *out) {
@@ -290,7 +299,8 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
   float *total = acc + pairs * D;
   scale_queries(q, rows, H, rep, D, scale, scaled);
 
-  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
       const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
       const float *qs[GROUP3];
@@ -320,6 +330,7 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
         }
       }
     }
+  }
 
   for (int64_t i = 0; i < rows; i++) {
     const int64_t blocks = (lengths[i] + BLOCK - 1) / BLOCK;
@@ -342,6 +353,7 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
     for (int64_t d = 0; d < D; d += 8) _mm256_storeu_ps(acc + h * D + d, _mm256_setzero_ps());
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     const float *vb = v + b0 * D;
+    prefetch_block(v, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
       const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
       const float *p[GROUP3];
