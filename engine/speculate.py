@@ -153,22 +153,36 @@ class PromptLookup:
             self._last_draft = None
         return self._draft_limit
 
-    def propose(self, generated: Sequence[int], limit: int) -> Draft:
+    def continuations(self, generated: Sequence[int], limit: int, most: int = 1) -> list[tuple[int, ...]]:
+        """Up to ``most`` distinct continuations of the text's last n-gram, best first (longer match, then
+        later occurrence), each at most ``limit`` tokens and the current draft length. The first is the draft
+        ``propose`` makes; the others are what a tree of candidates would verify beside it."""
         limit = min(limit, self._next_limit(generated))
         seen = len(self._text) - self._generated_from
         if seen < len(generated):
             self._extend(generated[seen:])  # the suggestion so far is corpus too
         if limit <= 0:
-            return Draft(source=self.name)
+            return []
+        found: list[tuple[int, ...]] = []
         key_source = (self._history + list(generated))[-self.max_ngram :]
         for n in range(min(self.max_ngram, len(key_source)), self.min_ngram - 1, -1):
             for end in reversed(self._where.get(tuple(key_source[-n:]), ())[-self.max_candidates :]):
                 stop = next((e for e in self._segment_ends if e >= end), len(self._text))
                 if stop > end:  # something follows this occurrence within its piece (not the key itself)
                     tokens = tuple(self._text[end : min(stop, end + limit)])
-                    self._last_draft = (len(generated), tokens)
-                    return Draft(tokens, None, self.name)
-        return Draft(source=self.name)
+                    if tokens not in found:
+                        found.append(tokens)
+                    if len(found) == most:
+                        break
+            if len(found) == most:
+                break
+        if found:
+            self._last_draft = (len(generated), found[0])
+        return found
+
+    def propose(self, generated: Sequence[int], limit: int) -> Draft:
+        found = self.continuations(generated, limit)
+        return Draft(found[0] if found else (), None, self.name)
 
 
 DRAFT_CACHE_ROOM = 256  # rows a draft model's fork appends in place (beyond that it concatenates)

@@ -83,12 +83,46 @@ def replay(task: ReplayTask, policy: LookupPolicy) -> list[int]:
     return rows
 
 
-def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], policy: LookupPolicy) -> float:
-    """Plain decode time over lookup time, both priced by ``costs`` (seconds of a pass by its rows)."""
+def replay_tree(task: ReplayTask, policy: LookupPolicy, width: int) -> list[int]:
+    """``replay`` for a tree of up to ``width`` lookup candidates verified in one pass (shared prefixes once):
+    the rows of each pass, where the target keeps the candidate that comes truest. What tree attention could
+    buy, before anyone builds it.
+
+    >>> task = ReplayTask("demo", (4, 5, 6, 9, 4, 5, 7, 9, 8, 4, 0, 1), 10, 8, (5, 6, 9, 4))
+    >>> policy = LookupPolicy(max_draft=2)   # after "4 5" the prefix goes on "7 9" (latest) and "6 9"
+    >>> replay(task, policy), replay_tree(task, policy, width=2)   # the chain tries "7 9" first
+    ([3, 3], [5])
+    """
+    ids, marker, output = list(task.ids), task.marker, task.output
+    lookup = PromptLookup([ids[:marker], ids[marker + 1 : -1]], max_draft=policy.max_draft,
+                          min_ngram=policy.min_ngram, first_draft=policy.first_draft)
+    lookup.begin(ids[:marker])
+    rows: list[int] = []
+    done = 1
+    while done < len(output):
+        room = task.max_tokens - done
+        candidates = [c[: max(0, room - 1)] for c in lookup.continuations(list(output[:done]), room - 1, width)]
+        nodes = {c[:depth] for c in candidates for depth in range(1, len(c) + 1)}
+        best = 0
+        for candidate in candidates:
+            taken = 0
+            while taken < len(candidate) and done + taken < len(output) and candidate[taken] == output[done + taken]:
+                taken += 1
+            best = max(best, taken)
+        rows.append(1 + len(nodes))
+        done += best + 1
+    return rows
+
+
+def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], policy: LookupPolicy, width: int = 1) -> float:
+    """Plain decode time over lookup time, both priced by ``costs`` (seconds of a pass by its rows; a tree's
+    rows cost what a chain's do, which flatters trees). ``width`` > 1 replays a tree of candidates, whose
+    passes can hold up to ``width * max_draft + 1`` rows: ``costs`` must price them."""
     plain = lookup = 0.0
     for task in tasks:
         plain += costs[1] * max(0, len(task.output) - 1)
-        lookup += sum(costs[rows] for rows in replay(task, policy))
+        passes = replay(task, policy) if width == 1 else replay_tree(task, policy, width)
+        lookup += sum(costs[rows] for rows in passes)
     return plain / lookup if lookup else 1.0
 
 
@@ -151,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     costs = pass_costs(loaded, list(max(tasks, key=lambda t: len(t.ids)).ids), most_rows=9)
     table = {policy.label(): {kind: round(predicted_speedup([t for t in tasks if kind in ("all", t.kind)], costs, policy), 3)
                               for kind in (*kinds, "all")} for policy in POLICIES}
+    slope = (costs[9] - costs[1]) / 8  # a tree can pass 9 rows: price those on the measured line
+    priced = {**{rows: costs[1] + slope * (rows - 1) for rows in range(10, 8 * 4 + 2)}, **costs}
+    trees = {policy.label(): {f"width {width}": round(predicted_speedup(tasks, priced, policy, width), 3) for width in (1, 2, 3, 4)}
+             for policy in (LookupPolicy(max_draft=8), LookupPolicy(max_draft=8, first_draft=2))}
     print(json.dumps({"bench": "lookup-replay", "model": args.model, "seed": args.seed, "per_kind": args.per_kind,
-                      "pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in costs.items()}, "predicted_speedup": table},
-                     indent=1))
+                      "pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in costs.items()}, "predicted_speedup": table,
+                      "tree_predicted_speedup": trees}, indent=1))
     return 0
 
 

@@ -152,6 +152,15 @@ def test_prompt_lookup_continues_the_latest_match():
     assert lookup.propose([5], 0).tokens == ()
 
 
+def test_lookup_continuations_are_distinct_and_the_first_is_the_draft():
+    corpus = [[1, 2, 3, 4], [1, 2, 5, 6], [9, 1, 2, 3, 4], [7, 1, 2, 8]]
+    lookup = PromptLookup(corpus, max_draft=2)
+    lookup.begin([0, 1, 2])
+    assert lookup.continuations([], 8, most=4) == [(8,), (3, 4), (5, 6)]  # latest first; "3 4" twice, kept once
+    assert lookup.propose([], 8).tokens == (8,)
+    assert lookup.continuations([42], 8, most=4) == []
+
+
 def test_lookup_drafts_grow_while_they_come_true_and_shrink_after_a_miss():
     text = list(range(10, 40))
     lookup = PromptLookup([text], max_draft=8, first_draft=2)
