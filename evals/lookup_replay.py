@@ -59,6 +59,14 @@ class LookupPolicy:
         return f"ngram {self.min_ngram}, drafts {first}->{self.max_draft}"
 
 
+def _coming_true(draft: tuple[int, ...], output: tuple[int, ...], start: int) -> int:
+    """How many of ``draft``'s tokens the target accepts when its greedy output goes on from ``start``."""
+    taken = 0
+    while taken < len(draft) and start + taken < len(output) and draft[taken] == output[start + taken]:
+        taken += 1
+    return taken
+
+
 def replay(task: ReplayTask, policy: LookupPolicy) -> list[int]:
     """The rows of each target pass ``engine.decode`` would make with this lookup (1 + the draft's length).
 
@@ -75,11 +83,8 @@ def replay(task: ReplayTask, policy: LookupPolicy) -> list[int]:
     while done < len(output):
         room = task.max_tokens - done
         draft = lookup.propose(list(output[:done]), room - 1).tokens[: max(0, room - 1)]
-        taken = 0
-        while taken < len(draft) and done + taken < len(output) and draft[taken] == output[done + taken]:
-            taken += 1
         rows.append(1 + len(draft))
-        done += taken + 1
+        done += _coming_true(draft, output, done) + 1
     return rows
 
 
@@ -103,14 +108,8 @@ def replay_tree(task: ReplayTask, policy: LookupPolicy, width: int) -> list[int]
         room = task.max_tokens - done
         candidates = [c[: max(0, room - 1)] for c in lookup.continuations(list(output[:done]), room - 1, width)]
         nodes = {c[:depth] for c in candidates for depth in range(1, len(c) + 1)}
-        best = 0
-        for candidate in candidates:
-            taken = 0
-            while taken < len(candidate) and done + taken < len(output) and candidate[taken] == output[done + taken]:
-                taken += 1
-            best = max(best, taken)
         rows.append(1 + len(nodes))
-        done += best + 1
+        done += max((_coming_true(candidate, output, done) for candidate in candidates), default=0) + 1
     return rows
 
 
