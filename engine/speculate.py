@@ -79,6 +79,19 @@ class Draft:
     source: str = ""
 
 
+def tokens_agreeing(draft: Sequence[int], text: Sequence[int], start: int) -> int:
+    """How many of ``draft``'s tokens ``text`` repeats from ``start`` on: under greedy decoding, how many of a
+    draft the target accepted, once ``text`` is what it generated.
+
+    >>> tokens_agreeing((7, 8, 9), [1, 7, 8, 5], 1)
+    2
+    """
+    taken = 0
+    while taken < len(draft) and start + taken < len(text) and draft[taken] == text[start + taken]:
+        taken += 1
+    return taken
+
+
 class Proposer(Protocol):
     """What the decode loop asks of a drafter.
 
@@ -145,9 +158,7 @@ class PromptLookup:
         """The draft length after the last draft's fate: doubled when all of it came true, else what came true + 1."""
         if self._last_draft is not None:
             before, draft = self._last_draft
-            taken = 0
-            while taken < len(draft) and before + taken < len(generated) and generated[before + taken] == draft[taken]:
-                taken += 1
+            taken = tokens_agreeing(draft, generated, before)
             whole = taken == len(draft)
             self._draft_limit = min(self.max_draft, 2 * self._draft_limit) if whole else max(self.first_draft, taken + 1)
             self._last_draft = None

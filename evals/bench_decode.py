@@ -101,6 +101,23 @@ def _block_at(lines: list[str], start: int, most: int = 6) -> int:
     return count
 
 
+def fim_prompt(loaded: LoadedModel, task: DecodeTask) -> tuple[list[int], int, CompletionContext]:
+    """The product's windowed FIM prompt for ``task``: its token ids, where ``<|fim_suffix|>`` sits, and the
+    stop rules' context."""
+    prompt = build_fim_prompt(loaded.tokenizer, loaded.family, task.prefix, task.suffix, path=task.path, budget=PromptBudget())
+    ids = prompt.token_ids
+    marker = ids.index(loaded.tokenizer.convert_tokens_to_ids(loaded.family.fim_suffix_token))
+    context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix, scope=decide_scope(prompt.prefix, prompt.suffix, Scope.AUTO))
+    return ids, marker, context
+
+
+def prompt_lookup(prompt_ids: list[int], marker: int, *, max_draft: int, min_ngram: int, first_draft: int | None) -> PromptLookup:
+    """Prompt lookup over a FIM prompt whose ``<|fim_suffix|>`` is at ``marker``: the prefix and the suffix
+    are its corpus (the engine adds repository context and the last suggestion)."""
+    return PromptLookup([prompt_ids[:marker], prompt_ids[marker + 1 : -1]], max_draft=max_draft, min_ngram=min_ngram,
+                        first_draft=first_draft)
+
+
 def make_proposer(
     arm: str, prompt_ids: list[int], marker: int, draft: LoadedModel | None, draft_rows: list | None,
     settings: SpeculationSettings,
@@ -108,9 +125,9 @@ def make_proposer(
     """The arm's proposer over a FIM prompt whose ``<|fim_suffix|>`` is at ``marker``."""
     if arm == "plain":
         return None
-    lookup = PromptLookup([prompt_ids[:marker], prompt_ids[marker + 1 : -1]], max_draft=settings.lookup_max_draft,
-                          min_ngram=settings.min_ngram_for(cheap_verify_rows=False),  # bench_decode set both for the target
-                          first_draft=settings.first_draft_for(cheap_verify_rows=False) if arm == "lookup" else None)
+    lookup = prompt_lookup(prompt_ids, marker, max_draft=settings.lookup_max_draft,
+                           min_ngram=settings.min_ngram_for(cheap_verify_rows=False),  # bench_decode set both for the target
+                           first_draft=settings.first_draft_for(cheap_verify_rows=False) if arm == "lookup" else None)
     if arm == "lookup":
         return lookup
     assert draft is not None and draft_rows is not None
@@ -148,16 +165,12 @@ def bench_decode(
     draft = (draft_loaded or load_model(draft_model, device, install_missing=True)) if needs_draft else None
     if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
         raise ValueError(f"{draft.name} cannot draft for {target.name}: their tokenizers differ")
-    marker_id = target.tokenizer.convert_tokens_to_ids(target.family.fim_suffix_token)
     for loaded_model in (target, draft):
         if loaded_model is not None:
             _warm_up(loaded_model, settings.lookup_max_draft + 2)
     records: list[dict] = []
     for task in decode_tasks(kinds, per_kind, seed):
-        prompt = build_fim_prompt(target.tokenizer, target.family, task.prefix, task.suffix, path=task.path, budget=PromptBudget())
-        ids = prompt.token_ids
-        marker = ids.index(marker_id)
-        context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix, scope=decide_scope(prompt.prefix, prompt.suffix, Scope.AUTO))
+        ids, marker, context = fim_prompt(target, task)
         options = CompletionOptions(max_tokens=task.max_tokens)
         target_rows, prefill_s = _prefill(target, ids[:-1])
         draft_rows, draft_prefill_s = _prefill(draft, ids[:-1]) if draft is not None else (None, 0.0)

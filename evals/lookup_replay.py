@@ -27,12 +27,10 @@ import torch
 
 from cache import kv
 from engine.decode import decode
-from engine.prompt import PromptBudget, build_fim_prompt
 from engine.runtime import LoadedModel, load_model
-from engine.speculate import PromptLookup
-from engine.stops import CompletionContext, decide_scope
-from engine.types import CompletionOptions, Scope
-from evals.bench_decode import KINDS, _prefill, _warm_up, decode_tasks
+from engine.speculate import tokens_agreeing
+from engine.types import CompletionOptions
+from evals.bench_decode import KINDS, _prefill, _warm_up, decode_tasks, fim_prompt, prompt_lookup
 
 
 @dataclass(frozen=True)
@@ -59,57 +57,31 @@ class LookupPolicy:
         return f"ngram {self.min_ngram}, drafts {first}->{self.max_draft}"
 
 
-def _coming_true(draft: tuple[int, ...], output: tuple[int, ...], start: int) -> int:
-    """How many of ``draft``'s tokens the target accepts when its greedy output goes on from ``start``."""
-    taken = 0
-    while taken < len(draft) and start + taken < len(output) and draft[taken] == output[start + taken]:
-        taken += 1
-    return taken
+def replay(task: ReplayTask, policy: LookupPolicy, width: int = 1) -> list[int]:
+    """The rows of each target pass ``engine.decode`` would make with this lookup: 1 + the draft's length.
 
-
-def replay(task: ReplayTask, policy: LookupPolicy) -> list[int]:
-    """The rows of each target pass ``engine.decode`` would make with this lookup (1 + the draft's length).
+    ``width`` > 1 verifies a tree of up to that many lookup candidates in one pass (shared prefixes once,
+    a row per node) and keeps the one that comes truest: what tree attention could buy, before anyone
+    builds it.
 
     >>> task = ReplayTask("demo", (7, 8, 9, 7, 8, 0, 1), 5, 8, (9, 7, 8, 9))  # 0 marks the suffix
     >>> replay(task, LookupPolicy(max_draft=4))   # after "7 8 9" the prefix goes on "7 8": both come true
     [3]
+    >>> task = ReplayTask("demo", (4, 5, 6, 9, 4, 5, 7, 9, 8, 4, 0, 1), 10, 8, (5, 6, 9, 4))
+    >>> policy = LookupPolicy(max_draft=2)   # after "4 5" the prefix goes on "7 9" (latest) and "6 9"
+    >>> replay(task, policy), replay(task, policy, width=2)   # the chain tries "7 9" first
+    ([3, 3], [5])
     """
     ids, marker, output = list(task.ids), task.marker, task.output
-    lookup = PromptLookup([ids[:marker], ids[marker + 1 : -1]], max_draft=policy.max_draft,
-                          min_ngram=policy.min_ngram, first_draft=policy.first_draft)
+    lookup = prompt_lookup(ids, marker, max_draft=policy.max_draft, min_ngram=policy.min_ngram, first_draft=policy.first_draft)
     lookup.begin(ids[:marker])
     rows: list[int] = []
     done = 1  # the prefill's logits chose the first token
     while done < len(output):
         room = task.max_tokens - done
-        draft = lookup.propose(list(output[:done]), room - 1).tokens[: max(0, room - 1)]
-        rows.append(1 + len(draft))
-        done += _coming_true(draft, output, done) + 1
-    return rows
-
-
-def replay_tree(task: ReplayTask, policy: LookupPolicy, width: int) -> list[int]:
-    """``replay`` for a tree of up to ``width`` lookup candidates verified in one pass (shared prefixes once):
-    the rows of each pass, where the target keeps the candidate that comes truest. What tree attention could
-    buy, before anyone builds it.
-
-    >>> task = ReplayTask("demo", (4, 5, 6, 9, 4, 5, 7, 9, 8, 4, 0, 1), 10, 8, (5, 6, 9, 4))
-    >>> policy = LookupPolicy(max_draft=2)   # after "4 5" the prefix goes on "7 9" (latest) and "6 9"
-    >>> replay(task, policy), replay_tree(task, policy, width=2)   # the chain tries "7 9" first
-    ([3, 3], [5])
-    """
-    ids, marker, output = list(task.ids), task.marker, task.output
-    lookup = PromptLookup([ids[:marker], ids[marker + 1 : -1]], max_draft=policy.max_draft,
-                          min_ngram=policy.min_ngram, first_draft=policy.first_draft)
-    lookup.begin(ids[:marker])
-    rows: list[int] = []
-    done = 1
-    while done < len(output):
-        room = task.max_tokens - done
         candidates = [c[: max(0, room - 1)] for c in lookup.continuations(list(output[:done]), room - 1, width)]
-        nodes = {c[:depth] for c in candidates for depth in range(1, len(c) + 1)}
-        rows.append(1 + len(nodes))
-        done += max((_coming_true(candidate, output, done) for candidate in candidates), default=0) + 1
+        rows.append(1 + len({c[:depth] for c in candidates for depth in range(1, len(c) + 1)}))
+        done += max((tokens_agreeing(c, output, done) for c in candidates), default=0) + 1
     return rows
 
 
@@ -120,8 +92,7 @@ def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], poli
     plain = lookup = 0.0
     for task in tasks:
         plain += costs[1] * max(0, len(task.output) - 1)
-        passes = replay(task, policy) if width == 1 else replay_tree(task, policy, width)
-        lookup += sum(costs[rows] for rows in passes)
+        lookup += sum(costs[rows] for rows in replay(task, policy, width))
     return plain / lookup if lookup else 1.0
 
 
@@ -146,14 +117,9 @@ def pass_costs(loaded: LoadedModel, ids: list[int], most_rows: int, repeats: int
 @torch.inference_mode()
 def collect(loaded: LoadedModel, kinds: tuple[str, ...], per_kind: int, seed: int, progress=None) -> list[ReplayTask]:
     """``livefim bench decode``'s tasks, each with the target's plain greedy output."""
-    marker_id = loaded.tokenizer.convert_tokens_to_ids(loaded.family.fim_suffix_token)
     tasks = []
     for task in decode_tasks(kinds, per_kind, seed):
-        prompt = build_fim_prompt(loaded.tokenizer, loaded.family, task.prefix, task.suffix, path=task.path, budget=PromptBudget())
-        ids = prompt.token_ids
-        marker = ids.index(marker_id)
-        context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix,
-                                    scope=decide_scope(prompt.prefix, prompt.suffix, Scope.AUTO))
+        ids, marker, context = fim_prompt(loaded, task)
         rows, _ = _prefill(loaded, ids[:-1])
         final = None
         for final in decode(loaded, [ids[-1]], context, CompletionOptions(max_tokens=task.max_tokens),

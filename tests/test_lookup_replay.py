@@ -11,7 +11,7 @@ from engine.decode import decode
 from engine.speculate import PromptLookup
 from engine.stops import CompletionContext
 from engine.types import CompletionOptions, Scope
-from evals.lookup_replay import LookupPolicy, ReplayTask, predicted_speedup, replay, replay_tree
+from evals.lookup_replay import LookupPolicy, ReplayTask, predicted_speedup, replay
 
 BLOCK = CompletionContext(prefix="", suffix="", scope=Scope.BLOCK, max_lines=10_000)
 STOP, MARK, MIDDLE, VOCAB = 1, 2, 3, 128
@@ -68,12 +68,3 @@ def test_predicted_speedup_prices_each_pass_by_its_rows():
     costs = {1: 1.0, 2: 1.5, 3: 2.0}
     assert predicted_speedup([task], costs, LookupPolicy(max_draft=4)) == pytest.approx(3 * 1.0 / 2.0)
 
-
-@pytest.mark.parametrize("policy", [LookupPolicy(max_draft=8), LookupPolicy(max_draft=8, first_draft=2)])
-def test_a_tree_of_one_candidate_is_the_chain(policy):
-    ids = (*PREFIX, MARK, *SUFFIX, MIDDLE)
-    output = [12]
-    while len(output) < 24:
-        output.append(NEXT.get(output[-1], STOP))
-    task = ReplayTask("t", ids, ids.index(MARK), 24, tuple(output))
-    assert replay_tree(task, policy, width=1) == replay(task, policy)
