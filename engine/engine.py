@@ -401,14 +401,13 @@ class CompletionEngine:
         settings = self.speculation_settings
         history, ahead = self._ids_around_cursor(prefix, suffix)
         corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
-        cheap_rows = self.model.cheap_verify_rows
 
         def lookup(first_draft: int | None) -> PromptLookup:
-            return PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.min_ngram_for(cheap_rows),
+            return PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram,
                                 first_draft=first_draft)
 
         if speculation == "lookup" or draft_state is None:
-            return lookup(settings.first_draft_for(cheap_rows)), history
+            return lookup(settings.first_draft_for(self.model.cheap_verify_rows)), history
         distribution = None
         generator = None
         if options.temperature > 0:

@@ -44,20 +44,14 @@ class SpeculationSettings:
 
     lookup_max_draft: int = 8
     lookup_first_draft: int | None = None  # None: ``first_draft_for`` the model's pass costs
-    lookup_min_ngram: int | None = None  # None: ``min_ngram_for`` the model's pass costs
+    # The shortest n-gram match that proposes a lookup draft. A 2-token match proposes more often and more
+    # wrongly, which cost more than it won while wrong drafts filled 8 dear rows (AVX2); with drafts that
+    # start short (``first_draft_for``) it wins there too: 1.72 -> 1.79x (seed 0) and 1.18 -> 1.27x
+    # (seed 1) replayed on AVX2, and on AMX it was never worse (BENCHMARKS.md).
+    lookup_min_ngram: int = 2
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3
-
-    def min_ngram_for(self, cheap_verify_rows: bool) -> int:
-        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 2.
-
-        Why 2 everywhere: a 2-token match proposes more often and more wrongly. That cost more than it won
-        while every wrong draft filled 8 rows of a pass whose rows are dear (fp32 activations, AVX2); with
-        drafts that start short (``first_draft_for``) it wins there too, 1.72 -> 1.79x (seed 0) and
-        1.18 -> 1.27x (seed 1) in an offline replay on AVX2 (BENCHMARKS.md). On AMX it was never worse:
-        1.78 -> 1.79x and 1.45 -> 1.56x on repository next lines."""
-        return self.lookup_min_ngram if self.lookup_min_ngram is not None else 2
 
     def first_draft_for(self, cheap_verify_rows: bool) -> int:
         """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):

@@ -321,9 +321,7 @@ def test_verification_rows_are_cheap_on_amx_and_lookup_matches_two_tokens(tiny_m
     from engine.speculate import SpeculationSettings
     from kernels import cpu_int8
 
-    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=True) == 2
-    assert SpeculationSettings().min_ngram_for(cheap_verify_rows=False) == 2
-    assert SpeculationSettings(lookup_min_ngram=4).min_ngram_for(cheap_verify_rows=True) == 4  # asked for: kept
+    assert SpeculationSettings().lookup_min_ngram == 2  # whatever the rows cost
     assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
     monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
     monkeypatch.setattr(cpu_int8, "amx_available", lambda: True)
