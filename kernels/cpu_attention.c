@@ -6,9 +6,9 @@
 // pass and the same row computed alone differ in the last bits, and int8-rounded activations
 // downstream can turn that into a different token. Here every (query row, head) goes through the
 // same operations in the same order whatever else is in the batch (key blocks start at absolute
-// positions; no sum mixes rows), so a row's output is the same bits alone or in any pass. Speed
-// is near SDPA's (1x for one row, 0.9-1.4x its time for nine; BENCHMARKS.md): a key head's keys and
-// values are read once for all of its query heads and rows, a block at a time.
+// positions; no sum mixes rows), so a row's output is the same bits alone or in any pass. A key
+// head's keys and values are read once for all of its query heads and rows, a block at a time, and
+// each block's loads are shared by three (row, head) pairs at once (BENCHMARKS.md has the speeds).
 //
 // Layout: q[Q][H][D] (the projections as they come out of the linear layer), H = Hkv * rep, query
 // head h uses key head h / rep; k, v: [Hkv][S][D] with a row stride of D and a head stride of
@@ -35,6 +35,18 @@ static inline void scale_queries(const float *q, int64_t rows, int64_t H, int64_
     for (int64_t r = 0; r < rep; r++)
       for (int64_t d = 0; d < D; d++) scaled[(i * rep + r) * D + d] = q[i * H * D + r * D + d] * scale;
 }
+
+#define BLOCK 16  // keys per sweep step (K and V blocks stay in L1); block starts are absolute, so every row steps alike
+
+// A decode step reads each layer's keys and values from DRAM once; the hardware prefetcher alone kept
+// that at 6-7 GB/s here. Asking for the block AHEAD blocks on speeds up a 28-layer sweep of one row.
+#define AHEAD 2
+static inline __attribute__((always_inline)) void prefetch_block(const float *rows, int64_t D, int64_t b0, int64_t longest) {
+  if (b0 >= longest) return;
+  const int64_t end = (b0 + BLOCK < longest ? b0 + BLOCK : longest) * D;
+  for (int64_t at = b0 * D; at < end; at += 16) _mm_prefetch((const char *)(rows + at), _MM_HINT_T0);
+}
+
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -76,28 +88,56 @@ static inline __attribute__((always_inline)) __m512 sum_lanes_16(const __m512 ac
   return _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x88), _mm512_shuffle_f32x4(lo, hi, 0xDD));
 }
 
-#define BLOCK 16  // keys per sweep step (K and V blocks stay in L1); block starts are absolute, so every row steps alike
+// Scaled query heads sharing each key load: three heads times eight keys keep 24 accumulators in
+// flight, and a chunk of a key is loaded once for all three (one head alone loaded it per FMA).
+#define GROUP3 3
+#define KEYS8 8
 
-// The scores of one query head (scaled, `chunks` 16-float chunks in registers' worth) against keys
-// [0, n) of a block: scores[j] = q . k_j for j < n, -inf after.
-static inline __attribute__((always_inline)) void block_scores(const float *q, const int64_t chunks, const float *k, int64_t D,
-                                                               int64_t n, float scores[BLOCK]) {
-  __m512 query[MAX_CHUNKS];
-  for (int64_t c = 0; c < chunks; c++) query[c] = _mm512_loadu_ps(q + c * 16);
-  for (int64_t j0 = 0; j0 < BLOCK; j0 += 16) {
-    __m512 dot[16];
-    for (int j = 0; j < 16; j++) {
-      dot[j] = _mm512_setzero_ps();
-      if (j0 + j < n) {
-        const float *key = k + (j0 + j) * D;
-#pragma GCC unroll 16
-        for (int64_t c = 0; c < chunks; c++) dot[j] = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(key + c * 16), dot[j]);
-      }
+// dot[u][j0 + j] = query head u's products with key j (chunk sums, lanes not yet added), for the 8 keys
+// `key`, u < g: each a chain of FMAs over the chunks in order, as one head alone would run it.
+static inline __attribute__((always_inline)) void scores_g8(const float *const q[GROUP3], const int g, const float *const key[KEYS8],
+                                                            const int64_t chunks, const int j0, __m512 dot[GROUP3][BLOCK]) {
+  __m512 acc[GROUP3][KEYS8];
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS8; j++) acc[u][j] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < chunks; c++) {
+    __m512 qc[GROUP3];
+    for (int u = 0; u < GROUP3; u++) qc[u] = u < g ? _mm512_loadu_ps(q[u] + c * 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < KEYS8; j++) {
+      __m512 kc = _mm512_loadu_ps(key[j] + c * 16);
+      __asm__("" : "+v"(kc));  // one load in a register for the three FMAs (gcc would fold it into each)
+#pragma GCC unroll 3
+      for (int u = 0; u < GROUP3; u++)
+        if (u < g) acc[u][j] = _mm512_fmadd_ps(qc[u], kc, acc[u][j]);
     }
-    const int64_t left = n - j0;
-    const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u));
-    _mm512_storeu_ps(scores + j0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot)));
   }
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = acc[u][j];
+}
+
+// Three heads' weighted values over keys [0, n) of a block (every head sees n keys), chunks [c0, c0 + width),
+// width <= 8: o[u][c] += p[u][j] * v[j][c] for j in order, as one head alone would add them.
+static inline __attribute__((always_inline)) void values_g8(const float *const p[GROUP3], const int g, const float *vb, int64_t D,
+                                                            int64_t n, int64_t c0, const int64_t width, float *const o[GROUP3]) {
+  __m512 sum[GROUP3][KEYS8];
+  for (int u = 0; u < GROUP3; u++)
+    for (int64_t c = 0; c < width; c++) sum[u][c] = u < g ? _mm512_loadu_ps(o[u] + (c0 + c) * 16) : _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j++) {
+    __m512 weight[GROUP3];
+    for (int u = 0; u < GROUP3; u++) weight[u] = u < g ? _mm512_set1_ps(p[u][j]) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int64_t c = 0; c < width; c++) {
+      __m512 vc = _mm512_loadu_ps(vb + j * D + (c0 + c) * 16);
+      __asm__("" : "+v"(vc));  // as in scores_g8
+#pragma GCC unroll 3
+      for (int u = 0; u < GROUP3; u++)
+        if (u < g) sum[u][c] = _mm512_fmadd_ps(weight[u], vc, sum[u][c]);
+    }
+  }
+  for (int u = 0; u < GROUP3; u++)
+    for (int64_t c = 0; c < width; c++)
+      if (u < g) _mm512_storeu_ps(o[u] + (c0 + c) * 16, sum[u][c]);
 }
 
 // One key head, query rows [0, rows): each row's `rep` heads over its first lengths[i] keys. Three
@@ -114,12 +154,42 @@ static inline __attribute__((always_inline)) void attend_rows_d(
   float *total = acc + rows * rep * D;
   scale_queries(q, rows, H, rep, D, scale, scaled);
 
-  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK)
-    for (int64_t i = 0; i < rows; i++)
-      for (int64_t r = 0; r < rep; r++) {
-        const int64_t h = i * rep + r, n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
-        if (n > 0) block_scores(scaled + h * D, chunks, k + b0 * D, D, n, scores + h * stride + b0);
+  const int64_t pairs = rows * rep;
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      const float *qs[GROUP3];
+      int64_t n[GROUP3], most = 0;
+      for (int u = 0; u < GROUP3; u++) {
+        const int64_t h = u < g ? h0 + u : h0;
+        qs[u] = scaled + h * D;
+        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
+        if (u < g && n[u] > most) most = n[u];
       }
+      if (most <= 0) continue;
+      __m512 dot[GROUP3][BLOCK];
+      for (int j0 = 0; j0 < BLOCK; j0 += KEYS8) {
+        if (j0 >= most) {
+          for (int u = 0; u < GROUP3; u++)
+            for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = _mm512_setzero_ps();
+          continue;
+        }
+        const float *key[KEYS8];
+        for (int j = 0; j < KEYS8; j++) key[j] = k + (b0 + (j0 + j < most ? j0 + j : most - 1)) * D;  // no key past the longest row's
+        switch (g) {
+          case 3: scores_g8(qs, 3, key, chunks, j0, dot); break;
+          case 2: scores_g8(qs, 2, key, chunks, j0, dot); break;
+          default: scores_g8(qs, 1, key, chunks, j0, dot);
+        }
+      }
+      for (int u = 0; u < g; u++) {
+        if (n[u] <= 0) continue;  // this row's keys ended in an earlier block
+        const __mmask16 lanes = n[u] >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n[u]) - 1u);
+        _mm512_storeu_ps(scores + (h0 + u) * stride + b0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot[u])));
+      }
+    }
+  }
 
   for (int64_t i = 0; i < rows; i++) {
     const int64_t blocks = (lengths[i] + BLOCK - 1) / BLOCK;
@@ -142,22 +212,35 @@ static inline __attribute__((always_inline)) void attend_rows_d(
     for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(acc + h * D + c * 16, _mm512_setzero_ps());
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     const float *vb = v + b0 * D;
-    for (int64_t i = 0; i < rows; i++) {
-      const int64_t n = lengths[i] - b0 < BLOCK ? lengths[i] - b0 : BLOCK;
-      for (int64_t r = 0; r < rep && n > 0; r++) {
-        const int64_t h = i * rep + r;
-        const float *p = scores + h * stride + b0;
-        float *o = acc + h * D;
-        __m512 sum[MAX_CHUNKS] = {0};
-#pragma GCC unroll 16
-        for (int64_t c = 0; c < chunks; c++) sum[c] = _mm512_loadu_ps(o + c * 16);
-        for (int64_t j = 0; j < n; j++) {
-          const __m512 weight = _mm512_set1_ps(p[j]);
-#pragma GCC unroll 16
-          for (int64_t c = 0; c < chunks; c++) sum[c] = _mm512_fmadd_ps(weight, _mm512_loadu_ps(vb + j * D + c * 16), sum[c]);
+    prefetch_block(v, D, b0 + AHEAD * BLOCK, longest);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      const float *p[GROUP3];
+      float *o[GROUP3];
+      int64_t n[GROUP3], least = BLOCK;
+      for (int u = 0; u < GROUP3; u++) {
+        const int64_t h = u < g ? h0 + u : h0;
+        p[u] = scores + h * stride + b0, o[u] = acc + h * D;
+        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
+        if (u < g && n[u] < least) least = n[u];
+      }
+      if (least == BLOCK) {  // every head of the group sees the whole block: the common case
+        for (int64_t c0 = 0; c0 < chunks; c0 += KEYS8) {
+          const int64_t width = chunks - c0 < KEYS8 ? chunks - c0 : KEYS8;
+          switch (g) {
+            case 3: values_g8(p, 3, vb, D, BLOCK, c0, width, o); break;
+            case 2: values_g8(p, 2, vb, D, BLOCK, c0, width, o); break;
+            default: values_g8(p, 1, vb, D, BLOCK, c0, width, o);
+          }
         }
-#pragma GCC unroll 16
-        for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(o + c * 16, sum[c]);
+      } else {  // a row's last block: each head its own keys
+        for (int u = 0; u < g; u++) {
+          if (n[u] <= 0) continue;
+          const float *pu[GROUP3] = {p[u], p[u], p[u]};
+          float *ou[GROUP3] = {o[u], o[u], o[u]};
+          for (int64_t c0 = 0; c0 < chunks; c0 += KEYS8)
+            values_g8(pu, 1, vb, D, n[u], c0, chunks - c0 < KEYS8 ? chunks - c0 : KEYS8, ou);
+        }
       }
     }
   }
@@ -278,15 +361,6 @@ static inline __attribute__((always_inline)) void values_g4(const float *const p
   for (int u = 0; u < GROUP3; u++)
     for (int c = 0; c < KEYS4; c++)
       if (u < g && c < width) _mm256_storeu_ps(o[u] + (c0 + c) * 8, sum[u][c]);
-}
-
-// A decode step reads each layer's keys and values from DRAM once; the hardware prefetcher alone kept
-// that at 6-7 GB/s here. Asking for the block AHEAD blocks on speeds up a 28-layer sweep of one row.
-#define AHEAD 2
-static inline __attribute__((always_inline)) void prefetch_block(const float *rows, int64_t D, int64_t b0, int64_t longest) {
-  if (b0 >= longest) return;
-  const int64_t end = (b0 + BLOCK < longest ? b0 + BLOCK : longest) * D;
-  for (int64_t at = b0 * D; at < end; at += 16) _mm_prefetch((const char *)(rows + at), _MM_HINT_T0);
 }
 
 // attend_rows_d with 8-float chunks: the same three sweeps, the (row, head) pairs three at a time.
