@@ -15,7 +15,11 @@ Budget: chunks are taken greedily in score order while the context segments
 control marker costs 1 token, text costs ``count_tokens(text)``. Prefix and
 suffix are cut on line boundaries to their own budgets (the prefix keeps its
 last lines, the suffix its first). Chunks of one file that are not adjacent are
-separated by an elision line in the file's comment syntax (``# ...``).
+separated by an elision line in the file's comment syntax (``# ...``). A chunk
+that no longer fits whole enters as its head (its first lines, at most
+``max_chunk_tokens``: decorators, signature, docstring) with an elision line for
+the rest, if that fits: whole 60-line chunks of the best names otherwise crowd out
+the definitions of the next ones (BENCHMARKS.md).
 
 Module outlines (``outline``: signature lines from ``context.outline``) come
 after the chunks, likeliest first, in a budget of their own
@@ -37,7 +41,7 @@ Example (a word counter stands in for the tokenizer)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from context.languages import language_for_path
 from context.retrieve import RetrievedChunk
@@ -55,6 +59,7 @@ class ContextBudget:
     max_prefix_tokens: int = 1536
     max_suffix_tokens: int = 512
     max_outline_tokens: int = 256  # signature lines (context.outline), on top of the chunks' budget
+    max_chunk_tokens: int | None = 128  # a chunk that does not fit whole may enter as its first lines, up to this
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,23 @@ def keep_first_lines(text: str, max_tokens: int, count_tokens: CountTokens) -> t
     return (text[: ends[low - 1]] if low > 0 else ""), True
 
 
+def chunk_head(chunk: RetrievedChunk, max_tokens: int, count_tokens: CountTokens) -> RetrievedChunk:
+    """``chunk`` cut to its first lines within ``max_tokens`` (at least its first line), or itself when it fits.
+
+    Why: a definition's head (decorators, signature, docstring) is most of what a line
+    that uses the name needs, in a fraction of a 60-line chunk's tokens.
+    """
+    text = chunk.text if chunk.text.endswith("\n") else chunk.text + "\n"
+    kept, cut = keep_first_lines(text, max_tokens, count_tokens)
+    if not cut:
+        return chunk
+    lines = max(1, kept.count("\n"))
+    if lines >= chunk.end_line - chunk.start_line:
+        return chunk
+    head = "\n".join(chunk.text.split("\n")[:lines])
+    return replace(chunk, end_line=chunk.start_line + lines, text=head, cut=True)
+
+
 def _file_body(path: str, chunks: list[RetrievedChunk]) -> str:
     """The chunks of one file in line order; gaps marked with an elision comment."""
     spec = language_for_path(path)
@@ -143,6 +165,8 @@ def _file_body(path: str, chunks: list[RetrievedChunk]) -> str:
             parts.append(elision)
         parts.append(chunk.text.rstrip("\n"))
         previous_end = chunk.end_line
+    if ordered and ordered[-1].cut:
+        parts.append(elision)
     return "\n".join(parts) + "\n"
 
 
@@ -193,7 +217,10 @@ def assemble_repo_prompt(
         return True
 
     for chunk in sorted(chunks, key=lambda c: -c.score):
-        if not add_if_fits(chunk, budget.max_context_tokens):
+        if add_if_fits(chunk, budget.max_context_tokens):
+            continue
+        head = chunk_head(chunk, budget.max_chunk_tokens, count_tokens) if budget.max_chunk_tokens is not None else chunk
+        if head is chunk or not add_if_fits(head, budget.max_context_tokens):
             dropped.append(chunk)
     chunks_by_path = {path: sorted(items, key=lambda c: c.start_line) for path, items in chosen.items()}
     # 2b. Signatures of likely module attributes, in their own budget, never overlapping a chunk.

@@ -92,6 +92,7 @@ class RetrievedChunk:
     score: float
     reason: str  # "definition:Name", "bm25", "definition:Name+bm25", "imported:Name", ...
     chunk_id: int = -1
+    cut: bool = False  # only the chunk's first lines (context.assemble.chunk_head); the prompt elides the rest
 
 
 @dataclass(frozen=True)

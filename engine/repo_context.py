@@ -108,11 +108,15 @@ class RepoContext:
         result = retrieve(self.index, path, prefix, suffix, self.options, visible_lines)
         if (result.skip and self.honor_skip) or not result.chunks:
             return ContextChoice((), frozenset(), (), result.skip, result.elapsed_ms)
-        context_only = ContextBudget(self.budget.max_context_tokens, 0, 0, self.budget.max_outline_tokens)
+        context_only = ContextBudget(self.budget.max_context_tokens, 0, 0, self.budget.max_outline_tokens,
+                                     self.budget.max_chunk_tokens)
         prompt = assemble_repo_prompt(result.chunks, path, "", "", count_tokens, context_only,
                                       repo_name=self.index.name, markers=markers, order=self.order,
                                       outline=result.outline)
-        included = frozenset(_key(c) for c in prompt.included + prompt.outlined)
+        # A chunk that entered as its head counts as that chunk.
+        whole = {(c.path, c.start_line, c.chunk_id): c for c in result.chunks}
+        included = frozenset(_key(whole.get((c.path, c.start_line, c.chunk_id), c)) for c in prompt.included)
+        included |= frozenset(_key(c) for c in prompt.outlined)
         best = tuple(_key(c) for c in sorted(result.chunks, key=lambda c: -c.score) if _key(c) in included)
         return ContextChoice(prompt.segments[: prompt.stable_segments], included, best, False, result.elapsed_ms)
 

@@ -78,6 +78,7 @@ def run_repo_eval(
     max_chunks: int = RetrievalOptions().max_chunks,
     arms: tuple[str, ...] = ("off", "on"),
     outline_tokens: int = ContextBudget().max_outline_tokens,
+    chunk_tokens: int | None = ContextBudget().max_chunk_tokens,
     progress: Callable[[dict], None] | None = None,
     records_out: list[dict] | None = None,
 ) -> dict:
@@ -99,7 +100,8 @@ def run_repo_eval(
         if not any(repo == task.repo for repo, _ in engines):
             index = build_index(Path(task.repo))
             for arm, outline in settings.items():
-                budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline)
+                budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline,
+                                       max_chunk_tokens=chunk_tokens)
                 context = RepoContext(index, budget, RetrievalOptions(max_chunks=max_chunks), order=order)
                 engines[(task.repo, arm)] = CompletionEngine(loaded, background=False, repo_context=context)
         record = {"repo": Path(task.repo).name, "file": task.file, "line": task.line, "name": task.name,
@@ -117,9 +119,11 @@ def run_repo_eval(
     for engine in engines.values():
         engine.close()
     recall = retrieval_recall(tasks, options=RetrievalOptions(max_chunks=max_chunks), count_tokens=qwen_token_counter(),
-                              budget=ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens))
+                              budget=ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens,
+                                                   max_chunk_tokens=chunk_tokens))
     summary = summarize(records, loaded.name, recall)
-    summary.update(context_tokens=context_tokens, outline_tokens=outline_tokens, order=order, max_chunks=max_chunks,
+    summary.update(context_tokens=context_tokens, outline_tokens=outline_tokens, chunk_tokens=chunk_tokens, order=order,
+                   max_chunks=max_chunks,
                    arms=list(arms))
     return summary
 

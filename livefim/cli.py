@@ -35,7 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cursor_refresh_window=args.cursor_window, fim_anchor=args.fim_anchor,
         idle_refresh_seconds=args.idle_refresh, memory_budget_bytes=args.kv_memory_mb << 20,
     )
-    repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens, args.outline_tokens)
+    repo_context = _open_repo(args.repo, "livefim serve", args.context_tokens, args.outline_tokens, args.chunk_tokens)
     if args.repo and repo_context is None:
         return 2
     serve(port=args.port, host=args.host, model=args.model, device=args.device, policy=policy, repo_context=repo_context,
@@ -43,7 +43,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_repo(repo: str | None, command: str, context_tokens: int = 1024, outline_tokens: int = 256):
+def _open_repo(repo: str | None, command: str, context_tokens: int = 1024, outline_tokens: int = 256,
+               chunk_tokens: int = 128):
     """The repository context for ``--repo`` (index loaded or built, with progress); None without one."""
     if not repo:
         return None
@@ -54,10 +55,11 @@ def _open_repo(repo: str | None, command: str, context_tokens: int = 1024, outli
     if not root.is_dir():
         print(f"{command}: --repo is not a directory: {root}", file=sys.stderr)
         return None
-    if context_tokens < 0 or outline_tokens < 0:
-        print(f"{command}: --context-tokens and --outline-tokens must be >= 0", file=sys.stderr)
+    if context_tokens < 0 or outline_tokens < 0 or chunk_tokens < 0:
+        print(f"{command}: --context-tokens, --outline-tokens and --chunk-tokens must be >= 0", file=sys.stderr)
         return None
-    budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens)
+    budget = ContextBudget(max_context_tokens=context_tokens, max_outline_tokens=outline_tokens,
+                           max_chunk_tokens=chunk_tokens or None)
     return open_repo_context(root, progress=_progress_printer("indexing"), budget=budget)
 
 
@@ -328,6 +330,7 @@ def _cmd_eval_repo(args: argparse.Namespace) -> int:
         summary = run_repo_eval(args.model, roots, limit=args.limit, seed=args.seed, device=args.device, records_out=records,
                                 context_tokens=args.context_tokens, order=args.order, max_chunks=args.max_chunks,
                                 arms=tuple(args.arms.split(",")), outline_tokens=args.outline_tokens,
+                                chunk_tokens=args.chunk_tokens or None,
                                 progress=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
     finally:
         if args.out:
@@ -436,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="token budget of repository context in front of a document (BENCHMARKS.md: why 1024)")
     serve.add_argument("--outline-tokens", type=int, default=256,
                        help="extra budget for module outlines: signature lines of imported modules' likeliest names (0: none)")
+    serve.add_argument("--chunk-tokens", type=int, default=128,
+                       help="a retrieved chunk that does not fit whole may enter as its first lines, up to this (0: never)")
     serve.set_defaults(run=_cmd_serve)
 
     lsp = sub.add_parser("lsp", help="run the language server on stdio")
@@ -527,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo_eval.add_argument("--max-chunks", type=int, default=8, help="retrieved chunks considered for the context")
     repo_eval.add_argument("--order", choices=["path", "score"], default="path", help="context files by path, or best last")
     repo_eval.add_argument("--outline-tokens", type=int, default=256, help="module-outline budget, on top of --context-tokens")
+    repo_eval.add_argument("--chunk-tokens", type=int, default=128, help="a chunk that does not fit whole may enter as its head, up to this (0: never)")
     repo_eval.add_argument("--arms", default="off,on",
                            help="which of off,on,chunks to run (chunks: context without outlines; greedy: an arm's output does not change)")
     repo_eval.set_defaults(run=_cmd_eval_repo)

@@ -1,6 +1,6 @@
 """Prompt assembly: exact budget fitting with a word counter, stable order, segment kinds."""
 
-from context.assemble import ContextBudget, RepoFormat, assemble_repo_prompt, keep_first_lines, keep_last_lines
+from context.assemble import ContextBudget, RepoFormat, assemble_repo_prompt, chunk_head, keep_first_lines, keep_last_lines
 from context.retrieve import RetrievedChunk
 
 
@@ -57,6 +57,25 @@ def test_chunks_of_one_file_are_in_line_order_with_elisions_between_gaps():
     assert block == "geo.py\ndef a():\n    pass\ndef b():\n    pass\n# ...\ndef z():\n    pass\n"
     go = assemble_repo_prompt([chunk("m.go", 5, "func F() {}", 1.0)], "main.go", "", "", words)
     assert go.segments[1].text == "m.go\n// ...\nfunc F() {}\n"  # the elision uses the file's comment syntax
+
+
+def test_a_chunk_too_long_for_the_room_left_enters_as_its_head():
+    body = "def big(a, b):\n    \"doc\"\n" + "".join(f"    step{i} = {i}\n" for i in range(20)) + "    return a"
+    big = chunk("big.py", 10, body, 0.9)  # 23 lines, 2 + 3 + 20 * 3 + 2 = 67 words
+    small = chunk("small.py", 0, "def small():\n    return 1", 0.5)
+    whole = assemble_repo_prompt([big, small], "main.py", "", "", words, ContextBudget(40, 10, 10, 0, None))
+    assert [c.path for c in whole.included] == ["small.py"]  # the whole body does not fit
+    prompt = assemble_repo_prompt([big, small], "main.py", "", "", words, ContextBudget(40, 10, 10, 0, 8))
+    head = next(c for c in prompt.included if c.path == "big.py")
+    assert head.cut and head.text == "def big(a, b):\n    \"doc\"\n    step0 = 0" and (head.start_line, head.end_line) == (10, 13)
+    assert [c.path for c in prompt.included] == ["big.py", "small.py"]
+    assert prompt.segments[1].text == "big.py\n# ...\n" + head.text + "\n# ...\n"  # elided before and after
+    roomy = assemble_repo_prompt([big, small], "main.py", "", "", words, ContextBudget(100, 10, 10, 0, 8))
+    assert [(c.path, c.cut) for c in roomy.included] == [("big.py", False), ("small.py", False)]  # whole when it fits
+    short = chunk("s.py", 0, "x = 1", 1.0)
+    assert chunk_head(short, 8, words) is short
+    one_line = chunk("w.py", 0, "a b c d e f g h i j\nk", 1.0)
+    assert chunk_head(one_line, 3, words).text == "a b c d e f g h i j"  # never less than the first line
 
 
 def test_the_same_chunks_in_any_order_give_the_same_stable_prefix():

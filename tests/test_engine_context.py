@@ -8,6 +8,7 @@ import torch
 from cache import kv
 from cache.session import DocumentSession, ModelHandle
 from cache.tokens import tokenize
+from context.assemble import ContextBudget
 from context.index import build_index
 from engine.engine import CompletionEngine
 from engine.prompt import session_header_ids
@@ -71,6 +72,30 @@ def test_the_same_cursor_twice_keeps_the_header_and_encodes_only_the_marker(engi
     header = list(engine.sessions.get(uri).header_ids)
     again = run(engine, uri, Position(5, 4), cache_mode="prefix")
     assert engine.sessions.get(uri).header_ids == header and again.timings.encoded_tokens == 1
+
+
+def test_a_chunk_cut_to_its_head_still_counts_as_in_the_context(tiny_model, tmp_path):
+    root = tmp_path / "geo"
+    root.mkdir()
+    body = "".join(f"    side{i} = side * {i}\n" for i in range(30))
+    (root / "shapes.py").write_text(f"def long_area(side):\n    \"\"\"Area, slowly.\"\"\"\n{body}    return side\n")
+    app = "from shapes import long_area\n\n\ndef report(r):\n    area = long_area(r)\n    return area\n"
+    (root / "app.py").write_text(app)
+    context = RepoContext(build_index(root), ContextBudget(max_context_tokens=120, max_chunk_tokens=40))  # whole: ~300
+    engine = CompletionEngine(tiny_model, background=False, repo_context=context)
+    uri = (root / "app.py").as_uri()
+    engine.open_document(uri, "python", 1, app)
+    try:
+        run(engine, uri, Position(5, 4), cache_mode="prefix")
+        text = header_text(engine, uri)
+        assert "def long_area(side):" in text and "side29" not in text and "# ...\n<|file_sep|>app.py" in text
+        header = list(engine.sessions.get(uri).header_ids)
+        again = run(engine, uri, Position(5, 4), cache_mode="prefix")  # the head is the chunk: nothing to replace
+        assert engine.sessions.get(uri).header_ids == header and again.timings.encoded_tokens == 1
+        choice = engine._choose_context(uri, app[: app.index("    area")], "", None)
+        assert ("shapes.py", 0, 33) in choice.best  # the whole chunk's key: a cursor that needs another chunk replaces it
+    finally:
+        engine.close()
 
 
 def test_an_edited_module_is_reindexed_before_the_next_retrieval(engine, repo):
