@@ -37,6 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 STDLIB_PACKAGES = ("email", "asyncio", "json", "importlib", "concurrent", "xml", "http")
+# Never used to choose a retrieval setting: recall here is what unseen code gets (those absent
+# from the running Python, e.g. distutils after 3.11, are skipped).
+HELD_OUT_STDLIB_PACKAGES = (
+    "multiprocessing", "unittest", "logging", "urllib", "idlelib", "lib2to3", "distutils", "ctypes",
+    "tkinter", "xmlrpc", "wsgiref", "sqlite3", "dbm", "html", "re", "tomllib", "zoneinfo", "curses",
+)
 MAX_HOPS = 3
 
 
@@ -227,6 +233,18 @@ def build_repo_tasks(repo_roots: list[Path], limit: int = 200, seed: int = 0, pe
     return chosen[:limit]
 
 
+def distinct(tasks: list[RepoTask]) -> list[RepoTask]:
+    """Tasks in order, each (repository, file, line) once: seeds drawn from the same packages overlap."""
+    seen: set[tuple[str, str, int]] = set()
+    out = []
+    for task in tasks:
+        key = (task.repo, task.file, task.line)
+        if key not in seen:
+            seen.add(key)
+            out.append(task)
+    return out
+
+
 def stdlib_roots(packages: tuple[str, ...] = STDLIB_PACKAGES) -> list[Path]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     return [stdlib / name for name in packages if (stdlib / name / "__init__.py").is_file()]
@@ -311,9 +329,9 @@ def retrieval_recall(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m evals.repo_tasks [--limit N] [--seed S ...] [--root DIR ...] [--outline-tokens T] [--dump FILE]``: recall as JSON.
+    """``python -m evals.repo_tasks [--limit N] [--seed S ...] [--root DIR ... | --pypi | --held-out] [--outline-tokens T] [--dump FILE]``: recall as JSON.
 
-    Several ``--seed`` values pool their tasks (``--limit`` each).
+    Several ``--seed`` values pool their tasks (``--limit`` each), each distinct task once.
     """
     import argparse
 
@@ -322,7 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, action="append", default=None, help="repeatable (default: 0)")
     parser.add_argument("--root", action="append", default=None, help="package directory (default: stdlib packages)")
     parser.add_argument("--pypi", action="store_true", help="the PyPI releases of evals/repo_suite.toml instead")
+    parser.add_argument("--held-out", action="store_true",
+                        help="stdlib packages no retrieval setting was chosen on (HELD_OUT_STDLIB_PACKAGES) instead")
     parser.add_argument("--outline-tokens", type=int, default=256, help="module-outline budget (0: chunks only)")
+    parser.add_argument("--chunk-tokens", type=int, default=None,
+                        help="cut longer chunks to their head in the prompt (0: whole chunks; default: ContextBudget's)")
     parser.add_argument("--dump", default=None, help="write the tasks as JSON lines")
     args = parser.parse_args(argv)
     from context.assemble import ContextBudget
@@ -332,16 +354,20 @@ def main(argv: list[str] | None = None) -> None:
         from evals.repo import pypi_roots
 
         roots = pypi_roots()
+    elif args.held_out:
+        roots = stdlib_roots(HELD_OUT_STDLIB_PACKAGES)
     else:
         roots = [Path(r) for r in args.root] if args.root else stdlib_roots()
-    tasks = [task for seed in args.seed or [0] for task in build_repo_tasks(roots, args.limit, seed)]
+    tasks = distinct([task for seed in args.seed or [0] for task in build_repo_tasks(roots, args.limit, seed)])
     count_tokens = qwen_token_counter()
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as out:
             for task in tasks:
                 out.write(json.dumps(asdict(task)) + "\n")
     report = retrieval_recall(tasks, options=RetrievalOptions(), count_tokens=count_tokens,
-                              budget=ContextBudget(max_outline_tokens=args.outline_tokens))
+                              budget=ContextBudget(max_outline_tokens=args.outline_tokens,
+                                                   max_chunk_tokens=ContextBudget().max_chunk_tokens if args.chunk_tokens is None
+                                                   else args.chunk_tokens or None))
     print(json.dumps(report, indent=2))
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from evals.bench_context import bench_context
-from evals.repo_tasks import build_repo_tasks, retrieval_recall
+from evals.repo_tasks import build_repo_tasks, distinct, retrieval_recall
 
 LIVEFIM = [sys.executable, "-m", "livefim.cli"]
 
@@ -54,6 +54,15 @@ def test_tasks_are_reproducible_and_record_where_the_name_is_defined(tmp_path):
     assert task.prefix.endswith("def build():\n") and task.suffix.startswith("\n    u = unit()")
     assert build_repo_tasks([pkg], limit=10, seed=0) == tasks
     assert len(build_repo_tasks([pkg], limit=2, seed=1)) == 2
+
+
+def test_pooled_seeds_count_each_task_once(tmp_path):
+    pkg = package(tmp_path)
+    pooled = build_repo_tasks([pkg], limit=2, seed=0) + build_repo_tasks([pkg], limit=2, seed=1)
+    once = distinct(pooled)
+    assert len(once) < len(pooled)  # 3 candidates: two draws of 2 share at least one
+    assert sorted(t.line for t in once) == sorted({t.line for t in pooled})
+    assert once == [t for i, t in enumerate(pooled) if (t.file, t.line) not in {(u.file, u.line) for u in pooled[:i]}]
 
 
 def test_recall_finds_the_defining_chunks(tmp_path):
