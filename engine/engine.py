@@ -403,7 +403,8 @@ class CompletionEngine:
         corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
 
         def lookup(first_draft: int | None) -> PromptLookup:
-            return PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram,
+            return PromptLookup(corpus, max_draft=settings.lookup_max_draft,
+                                min_ngram=settings.min_ngram_for(self.model.cheap_verify_rows),
                                 first_draft=first_draft)
 
         if speculation == "lookup" or draft_state is None:

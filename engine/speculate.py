@@ -44,25 +44,34 @@ class SpeculationSettings:
 
     lookup_max_draft: int = 8
     lookup_first_draft: int | None = None  # None: ``first_draft_for`` the model's pass costs
-    # The shortest n-gram match that proposes a lookup draft. A 2-token match proposes more often and more
-    # wrongly, which cost more than it won while wrong drafts filled 8 dear rows (AVX2); with drafts that
-    # start short (``first_draft_for``) it wins there too: 1.72 -> 1.79x (seed 0) and 1.18 -> 1.27x
-    # (seed 1) replayed on AVX2, and on AMX it was never worse (BENCHMARKS.md).
-    lookup_min_ngram: int = 2
+    lookup_min_ngram: int | None = None  # None: ``min_ngram_for`` the model's pass costs
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3
 
     def first_draft_for(self, cheap_verify_rows: bool) -> int:
         """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):
-        ``lookup_first_draft`` when set, else ``lookup_max_draft`` where extra verification rows are cheap
-        (``LoadedModel.cheap_verify_rows``) and 2 where they are not (AVX2: a 9-row pass costs 2.2x a
-        step). There, 8-token drafts from the start replayed at 1.56-1.66x (seed 0) and 1.01-1.04x (seed 1)
-        against 1.79x and 1.27x for drafts that start at 2 and double (BENCHMARKS.md). With AMX, first drafts
-        of 2, 4 and 8 measured within 0.02x of each other."""
+        ``lookup_first_draft`` when set, else 3 where extra verification rows are cheap
+        (``LoadedModel.cheap_verify_rows``: AMX, a GPU) and 2 where they are not (AVX2: a 9-row pass costs
+        2.2x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0) and 1.01-1.04x
+        (seed 1) against 1.79x and 1.27x for drafts that start at 2 and double; with AMX, 3 -> 8 beside
+        1-token matches replayed best of the 18 settings tried on seeds 1 and 2 (BENCHMARKS.md)."""
         if self.lookup_first_draft is not None:
             return min(self.lookup_first_draft, self.lookup_max_draft)
-        return self.lookup_max_draft if cheap_verify_rows else min(2, self.lookup_max_draft)
+        return min(3 if cheap_verify_rows else 2, self.lookup_max_draft)
+
+    def min_ngram_for(self, cheap_verify_rows: bool) -> int:
+        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 1
+        where verification rows are cheap and 2 where they are not.
+
+        A shorter match proposes more often and more wrongly. Where a wrong row costs 5% of a step (AMX),
+        continuing the last occurrence of the last token pays: 2.04 -> 2.23x (seed 0), 1.46 -> 1.62x
+        (seed 1) and 1.66 -> 1.70x (seed 2) over plain, with 3-token first drafts (BENCHMARKS.md). On
+        AVX2, 2-token matches with short first drafts replayed best (1.72 -> 1.79x against 3-token ones).
+        """
+        if self.lookup_min_ngram is not None:
+            return self.lookup_min_ngram
+        return 1 if cheap_verify_rows else 2
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def make_proposer(
     if arm == "plain":
         return None
     lookup = prompt_lookup(prompt_ids, marker, max_draft=settings.lookup_max_draft,
-                           min_ngram=settings.lookup_min_ngram,
+                           min_ngram=settings.min_ngram_for(cheap_verify_rows=False),  # set for the target
                            first_draft=settings.first_draft_for(cheap_verify_rows=False) if arm == "lookup" else None)  # set for the target
     if arm == "lookup":
         return lookup
@@ -159,7 +159,8 @@ def bench_decode(
     if arms[0] != "plain":
         arms = ("plain", *[a for a in arms if a != "plain"])  # the reference comes first
     target = loaded or load_model(model, device, install_missing=True)
-    settings = replace(settings, lookup_first_draft=settings.first_draft_for(target.cheap_verify_rows))  # reported as used
+    settings = replace(settings, lookup_first_draft=settings.first_draft_for(target.cheap_verify_rows),
+                       lookup_min_ngram=settings.min_ngram_for(target.cheap_verify_rows))  # reported as used
     needs_draft = any(a in ("draft", "combined") for a in arms)
     draft = (draft_loaded or load_model(draft_model, device, install_missing=True)) if needs_draft else None
     if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():

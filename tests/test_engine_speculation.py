@@ -126,3 +126,18 @@ def test_k_suggestions_come_in_one_final_chunk(tiny_model, mode):
     with pytest.raises(InvalidInput, match="suggestions must be in 1..8"):
         list(engine.complete(CompletionRequest("k0", URI, Position(11, 4), options=CompletionOptions(suggestions=0))))
     engine.close()
+
+
+def test_lookup_takes_the_settings_of_the_rows_cost(tiny_model, monkeypatch):
+    from engine.runtime import LoadedModel
+
+    engine = CompletionEngine(tiny_model, background=False)
+    try:
+        options = CompletionOptions(max_tokens=8)
+        dear, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
+        assert (dear.min_ngram, dear.first_draft) == (2, 2)  # fp32 torch linears: rows are dear
+        monkeypatch.setattr(LoadedModel, "cheap_verify_rows", property(lambda self: True))
+        cheap, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
+        assert (cheap.min_ngram, cheap.first_draft) == (1, 3)
+    finally:
+        engine.close()

@@ -182,8 +182,11 @@ def test_lookup_draft_length_defaults_follow_the_cost_of_verification_rows():
     from engine.speculate import SpeculationSettings
 
     settings = SpeculationSettings()
-    assert settings.first_draft_for(cheap_verify_rows=True) == settings.lookup_max_draft == 8
+    assert settings.first_draft_for(cheap_verify_rows=True) == 3
     assert settings.first_draft_for(cheap_verify_rows=False) == 2
+    assert settings.min_ngram_for(cheap_verify_rows=True) == 1 and settings.min_ngram_for(cheap_verify_rows=False) == 2
+    assert SpeculationSettings(lookup_min_ngram=3).min_ngram_for(cheap_verify_rows=True) == 3  # asked for: kept
+    assert SpeculationSettings(lookup_max_draft=2).first_draft_for(cheap_verify_rows=True) == 2  # never past the most
     assert SpeculationSettings(lookup_first_draft=5).first_draft_for(cheap_verify_rows=False) == 5  # asked for: kept
     assert SpeculationSettings(lookup_first_draft=12).first_draft_for(cheap_verify_rows=True) == 8  # never past the most
     assert PromptLookup([[1, 2, 3, 4, 5, 6]], max_draft=3).first_draft == 3  # no first_draft: no growing
@@ -317,11 +320,9 @@ def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, 
     assert drafted > 0 and (kind == "draft" or accepted > 0)
 
 
-def test_verification_rows_are_cheap_on_amx_and_lookup_matches_two_tokens(tiny_model, monkeypatch):
-    from engine.speculate import SpeculationSettings
+def test_verification_rows_are_cheap_on_amx_only(tiny_model, monkeypatch):
     from kernels import cpu_int8
 
-    assert SpeculationSettings().lookup_min_ngram == 2  # whatever the rows cost
     assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
     monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
     monkeypatch.setattr(cpu_int8, "amx_available", lambda: True)
