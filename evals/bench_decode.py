@@ -31,7 +31,9 @@ import torch
 
 from cache import kv
 from engine.decode import decode
-from engine.prompt import PromptBudget, build_fim_prompt
+from context.index import build_index
+from engine.prompt import PromptBudget, build_fim_prompt, count_text_tokens, encode_segments, repo_format
+from engine.repo_context import RepoContext
 from engine.runtime import LoadedModel, load_model
 from engine.speculate import Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
@@ -50,6 +52,7 @@ class DecodeTask:
     prefix: str
     suffix: str
     max_tokens: int
+    repo: str = ""  # the package root of a repository task (its index gives context)
 
 
 def decode_tasks(kinds: tuple[str, ...], per_kind: int, seed: int = 0) -> list[DecodeTask]:
@@ -77,14 +80,14 @@ def _repo_tasks(kind: str, count: int, seed: int) -> list[DecodeTask]:
     for task in build_repo_tasks(stdlib_roots() + pypi_roots(), count * 3, seed):
         name = f"{Path(task.repo).name}/{task.file}:{task.line + 1}"
         if kind == "repo-line":
-            found.append(DecodeTask(kind, name, task.file, task.prefix, task.suffix, 48))
+            found.append(DecodeTask(kind, name, task.file, task.prefix, task.suffix, 48, task.repo))
         else:
             lines = (task.prefix + task.target + task.suffix).split("\n")
             held = _block_at(lines, task.line)
             if held < 2:
                 continue
             suffix = "\n" + "\n".join(lines[task.line + held :])
-            found.append(DecodeTask(kind, name, task.file, task.prefix, suffix, 128))
+            found.append(DecodeTask(kind, name, task.file, task.prefix, suffix, 128, task.repo))
         if len(found) == count:
             break
     return found
@@ -101,11 +104,21 @@ def _block_at(lines: list[str], start: int, most: int = 6) -> int:
     return count
 
 
-def fim_prompt(loaded: LoadedModel, task: DecodeTask) -> tuple[list[int], int, CompletionContext]:
+def fim_prompt(
+    loaded: LoadedModel, task: DecodeTask, contexts: dict[str, RepoContext] | None = None,
+) -> tuple[list[int], int, CompletionContext]:
     """The product's windowed FIM prompt for ``task``: its token ids, where ``<|fim_suffix|>`` sits, and the
-    stop rules' context."""
+    stop rules' context. With ``contexts`` (package root -> its repository context, filled as needed), a
+    repository task's prompt opens with the context the engine would retrieve for it."""
     prompt = build_fim_prompt(loaded.tokenizer, loaded.family, task.prefix, task.suffix, path=task.path, budget=PromptBudget())
     ids = prompt.token_ids
+    if contexts is not None and task.repo:
+        if task.repo not in contexts:
+            contexts[task.repo] = RepoContext(build_index(Path(task.repo)))
+        choice = contexts[task.repo].choose(task.path, task.prefix, task.suffix,
+                                            lambda text: count_text_tokens(loaded.tokenizer, text), repo_format(loaded.family))
+        if choice is not None:
+            ids = encode_segments(loaded.tokenizer, choice.segments) + ids
     marker = ids.index(loaded.tokenizer.convert_tokens_to_ids(loaded.family.fim_suffix_token))
     context = CompletionContext(prefix=prompt.prefix, suffix=prompt.suffix, scope=decide_scope(prompt.prefix, prompt.suffix, Scope.AUTO))
     return ids, marker, context
@@ -154,8 +167,12 @@ def bench_decode(
     progress: Callable[[dict], None] | None = None,
     loaded: LoadedModel | None = None,
     draft_loaded: LoadedModel | None = None,
+    repo_context: bool = False,
 ) -> dict:
-    """Run every arm on every task; ``loaded``/``draft_loaded`` replace loading by name (tests)."""
+    """Run every arm on every task; ``loaded``/``draft_loaded`` replace loading by name (tests).
+
+    ``repo_context`` poses repository tasks as the engine does with ``--repo``: retrieved context in front,
+    which lookup then searches too."""
     if arms[0] != "plain":
         arms = ("plain", *[a for a in arms if a != "plain"])  # the reference comes first
     target = loaded or load_model(model, device, install_missing=True)
@@ -169,8 +186,9 @@ def bench_decode(
         if loaded_model is not None:
             _warm_up(loaded_model, settings.lookup_max_draft + 2)
     records: list[dict] = []
+    contexts: dict[str, RepoContext] | None = {} if repo_context else None
     for task in decode_tasks(kinds, per_kind, seed):
-        ids, marker, context = fim_prompt(target, task)
+        ids, marker, context = fim_prompt(target, task, contexts)
         options = CompletionOptions(max_tokens=task.max_tokens)
         target_rows, prefill_s = _prefill(target, ids[:-1])
         draft_rows, draft_prefill_s = _prefill(draft, ids[:-1]) if draft is not None else (None, 0.0)
@@ -202,6 +220,7 @@ def bench_decode(
         "settings": vars(settings),
         "per_kind": per_kind,
         "seed": seed,
+        "repo_context": repo_context,
         "by_kind": {kind: summarize([r for r in records if r["kind"] == kind], arms) for kind in kinds},
         "all": summarize(records, arms),
     }

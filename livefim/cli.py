@@ -250,7 +250,8 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
         print(json.dumps(record), file=sys.stderr, flush=True)
 
     report = bench_decode(args.model, args.draft_model, kinds=kinds, per_kind=args.per_kind, seed=args.seed,
-                          arms=tuple(args.arms.split(",")), device=args.device, settings=settings, progress=show)
+                          arms=tuple(args.arms.split(",")), device=args.device, settings=settings, progress=show,
+                          repo_context=args.repo_context)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -567,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
                               help="the draft model stops drafting below this probability of its own token")
     decode_bench.add_argument("--device", default=None)
+    decode_bench.add_argument("--repo-context", action="store_true",
+                              help="repository tasks get the retrieved context in front, as with serve --repo")
     decode_bench.set_defaults(run=_cmd_bench_decode)
     suggestions_bench = bench_sub.add_parser("suggestions", help="k alternatives: superposed decoding vs k sampled passes vs beam search")
     suggestions_bench.add_argument("--model", default=None)

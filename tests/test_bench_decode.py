@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evals.bench_decode import _block_at, bench_decode, decode_tasks
+from evals.bench_decode import DecodeTask, _block_at, bench_decode, decode_tasks, fim_prompt
 from tests.test_speculate import noisy_copy
 
 
@@ -25,3 +25,18 @@ def test_block_tasks_hold_out_a_run_of_lines():
     assert _block_at(lines, 3) == 1  # "return b" dedents out of the if-body
     tasks = decode_tasks(("humaneval-block",), 3, seed=0)
     assert len(tasks) == 3 and all(t.max_tokens == 128 for t in tasks)
+
+
+def test_repository_tasks_can_carry_the_context_the_engine_would_retrieve(tiny_model, tmp_path):
+    root = tmp_path / "geo"
+    root.mkdir()
+    (root / "shapes.py").write_text("def circle_area(radius):\n    return 3.14159 * radius * radius\n")
+    app = "from shapes import circle_area\n\n\ndef report(r):\n    return circle_area(r)\n"
+    (root / "app.py").write_text(app)
+    task = DecodeTask("repo-line", "geo/app.py:5", "app.py", app[: app.index("    return")], "\n", 16, str(root))
+    bare, bare_marker, _ = fim_prompt(tiny_model, task)
+    ids, marker, _ = fim_prompt(tiny_model, task, {})
+    text = tiny_model.tokenizer.decode(ids)
+    assert text.startswith("<|repo_name|>geo\n<|file_sep|>shapes.py\ndef circle_area(radius):")
+    assert ids[-len(bare):] == bare and marker == bare_marker + len(ids) - len(bare)  # the same FIM prompt after it
+    assert "circle_area(radius)" not in tiny_model.tokenizer.decode(bare)
