@@ -48,6 +48,26 @@ static inline __attribute__((always_inline)) void prefetch_block(const float *ro
 }
 
 
+// The (row, head) pairs of one group at the key block starting at b0: returns g, the group holds pairs
+// [h0, h0 + g). Slots past g repeat pair h0, so whatever they load stays in bounds. n[u] = keys of the
+// block the slot's pair sees (at most BLOCK; <= 0 once its row's keys have ended); *most / *least over
+// the g real pairs.
+#define GROUP3 3  // pairs that share each key and value load
+static inline __attribute__((always_inline)) int group_at(int64_t h0, int64_t pairs, int64_t rep, const int64_t *lengths,
+                                                          int64_t b0, int64_t pair[GROUP3], int64_t n[GROUP3],
+                                                          int64_t *most, int64_t *least) {
+  const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+  *most = 0, *least = BLOCK;
+  for (int u = 0; u < GROUP3; u++) {
+    const int64_t h = u < g ? h0 + u : h0, left = lengths[h / rep] - b0;
+    pair[u] = h;
+    n[u] = left < BLOCK ? left : BLOCK;
+    if (u < g && n[u] > *most) *most = n[u];
+    if (u < g && n[u] < *least) *least = n[u];
+  }
+  return g;
+}
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 #define MAX_REP 8
@@ -90,7 +110,6 @@ static inline __attribute__((always_inline)) __m512 sum_lanes_16(const __m512 ac
 
 // Scaled query heads sharing each key load: three heads times eight keys keep 24 accumulators in
 // flight, and a chunk of a key is loaded once for all three (one head alone loaded it per FMA).
-#define GROUP3 3
 #define KEYS8 8
 
 // dot[u][j0 + j] = query head u's products with key j (chunk sums, lanes not yet added), for the 8 keys
@@ -158,16 +177,11 @@ static inline __attribute__((always_inline)) void attend_rows_d(
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
-      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
-      const float *qs[GROUP3];
-      int64_t n[GROUP3], most = 0;
-      for (int u = 0; u < GROUP3; u++) {
-        const int64_t h = u < g ? h0 + u : h0;
-        qs[u] = scaled + h * D;
-        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
-        if (u < g && n[u] > most) most = n[u];
-      }
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
       if (most <= 0) continue;
+      const float *qs[GROUP3];
+      for (int u = 0; u < GROUP3; u++) qs[u] = scaled + pair[u] * D;
       __m512 dot[GROUP3][BLOCK];
       for (int j0 = 0; j0 < BLOCK; j0 += KEYS8) {
         if (j0 >= most) {
@@ -214,16 +228,11 @@ static inline __attribute__((always_inline)) void attend_rows_d(
     const float *vb = v + b0 * D;
     prefetch_block(v, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
-      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
       const float *p[GROUP3];
       float *o[GROUP3];
-      int64_t n[GROUP3], least = BLOCK;
-      for (int u = 0; u < GROUP3; u++) {
-        const int64_t h = u < g ? h0 + u : h0;
-        p[u] = scores + h * stride + b0, o[u] = acc + h * D;
-        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
-        if (u < g && n[u] < least) least = n[u];
-      }
+      for (int u = 0; u < GROUP3; u++) p[u] = scores + pair[u] * stride + b0, o[u] = acc + pair[u] * D;
       if (least == BLOCK) {  // every head of the group sees the whole block: the common case
         for (int64_t c0 = 0; c0 < chunks; c0 += KEYS8) {
           const int64_t width = chunks - c0 < KEYS8 ? chunks - c0 : KEYS8;
@@ -308,7 +317,6 @@ static inline __attribute__((always_inline)) float add_lanes_8(__m256 v) {
 
 // Scaled query heads sharing each key load: three heads times four keys keep 12 accumulators in flight
 // (the FMA latency hides behind them; one head's 8 did not) in 16 registers.
-#define GROUP3 3
 #define KEYS4 4
 
 // The lane sums of 4 vectors, each ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
@@ -376,16 +384,11 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
-      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
-      const float *qs[GROUP3];
-      int64_t n[GROUP3], most = 0;
-      for (int u = 0; u < GROUP3; u++) {
-        const int64_t h = u < g ? h0 + u : h0;
-        qs[u] = scaled + h * D;
-        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
-        if (u < g && n[u] > most) most = n[u];
-      }
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
       if (most <= 0) continue;
+      const float *qs[GROUP3];
+      for (int u = 0; u < GROUP3; u++) qs[u] = scaled + pair[u] * D;
       for (int64_t j0 = 0; j0 < BLOCK; j0 += KEYS4) {
         __m128 dots[GROUP3] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
         if (j0 < most) {
@@ -429,16 +432,11 @@ static void attend_rows_8(const float *q, int64_t rows, int64_t H, int64_t rep, 
     const float *vb = v + b0 * D;
     prefetch_block(v, D, b0 + AHEAD * BLOCK, longest);
     for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
-      const int g = pairs - h0 < GROUP3 ? (int)(pairs - h0) : GROUP3;
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
       const float *p[GROUP3];
       float *o[GROUP3];
-      int64_t n[GROUP3], least = BLOCK;
-      for (int u = 0; u < GROUP3; u++) {
-        const int64_t h = u < g ? h0 + u : h0;
-        p[u] = scores + h * stride + b0, o[u] = acc + h * D;
-        n[u] = lengths[h / rep] - b0 < BLOCK ? lengths[h / rep] - b0 : BLOCK;
-        if (u < g && n[u] < least) least = n[u];
-      }
+      for (int u = 0; u < GROUP3; u++) p[u] = scores + pair[u] * stride + b0, o[u] = acc + pair[u] * D;
       if (least == BLOCK) {  // every head of the group sees the whole block: the common case
         for (int64_t c0 = 0; c0 < chunks; c0 += KEYS4) {
           const int64_t width = chunks - c0 < KEYS4 ? chunks - c0 : KEYS4;
