@@ -213,8 +213,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"livefim bench model: {error}", file=sys.stderr)
             reference.append({"bench": "model", "model": name, "engine": "llama.cpp", "error": str(error)})
             failed = True
+    linears = [linear for linear in args.cpu_linear.split(",") if linear] or [None]  # None: the product's default
     results = [bench_model(name, contexts, args.decode_tokens, args.device, args.repeats, cpu_linear=linear)
-               for name in args.models for linear in args.cpu_linear.split(",")]
+               for name in args.models for linear in linears]
     print(json.dumps(results + reference, indent=2))
     return 1 if failed else 0
 
@@ -546,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_bench.add_argument("--decode-tokens", type=int, default=32)
     model_bench.add_argument("--repeats", type=int, default=1)
     model_bench.add_argument("--device", default=None)
-    model_bench.add_argument("--cpu-linear", default="int8", help="comma list of CPU matmul paths to compare: w8a8, int8, onednn, torch")
+    model_bench.add_argument("--cpu-linear", default="",
+                             help="comma list of CPU matmul paths to compare: w8a8, int8, onednn, torch (default: the one serve uses)")
     model_bench.add_argument("--llamacpp", action="store_true",
                              help="also time llama.cpp on the same GGUF, side by side (needs `pip install llama-cpp-python`)")
     model_bench.set_defaults(run=_cmd_bench)
