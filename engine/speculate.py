@@ -52,10 +52,11 @@ class SpeculationSettings:
     def first_draft_for(self, cheap_verify_rows: bool) -> int:
         """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):
         ``lookup_first_draft`` when set, else 3 where extra verification rows are cheap
-        (``LoadedModel.cheap_verify_rows``: AMX, a GPU) and 2 where they are not (AVX2: a 9-row pass costs
-        2.2x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0) and 1.01-1.04x
-        (seed 1) against 1.79x and 1.27x for drafts that start at 2 and double; with AMX, 3 -> 8 beside
-        1-token matches replayed best of the 18 settings tried on seeds 1 and 2 (BENCHMARKS.md)."""
+        (``LoadedModel.cheap_verify_rows``: AMX, AVX512-VNNI, a GPU) and 2 where they are not (AVX2: a
+        9-row pass costs 2.2x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0)
+        and 1.01-1.04x (seed 1) against 1.79x and 1.27x for drafts that start at 2 and double; with AMX,
+        and with AVX512-VNNI on Zen 5, 3 -> 8 beside 1-token matches replayed best of the 18 settings tried
+        on seeds 1 and 2 (BENCHMARKS.md)."""
         if self.lookup_first_draft is not None:
             return min(self.lookup_first_draft, self.lookup_max_draft)
         return min(3 if cheap_verify_rows else 2, self.lookup_max_draft)
@@ -64,7 +65,7 @@ class SpeculationSettings:
         """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 1
         where verification rows are cheap and 2 where they are not.
 
-        A shorter match proposes more often and more wrongly. Where a wrong row costs 5% of a step (AMX),
+        A shorter match proposes more often and more wrongly. Where a wrong row costs 5% of a step (AMX, VNNI),
         continuing the last occurrence of the last token pays: 2.04 -> 2.23x (seed 0), 1.46 -> 1.62x
         (seed 1) and 1.66 -> 1.70x (seed 2) over plain, with 3-token first drafts (BENCHMARKS.md). On
         AVX2, 2-token matches with short first drafts replayed best (1.72 -> 1.79x against 3-token ones).

@@ -133,7 +133,7 @@ def collect(loaded: LoadedModel, kinds: tuple[str, ...], per_kind: int, seed: in
 
 
 POLICIES = tuple(LookupPolicy(max_draft=most, first_draft=first, min_ngram=ngram)
-                 for ngram in (2, 3) for first, most in ((None, 2), (None, 3), (None, 8), (1, 8), (2, 8), (3, 8)))
+                 for ngram in (1, 2, 3) for first, most in ((None, 2), (None, 3), (None, 8), (1, 8), (2, 8), (3, 8)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -615,8 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from engine.registry import UnknownModelError
+
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        code = args.run(args)
+    except UnknownModelError as error:  # any command's --model: a typo gets one line, not a traceback
+        print(f"livefim: {error}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

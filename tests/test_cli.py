@@ -19,6 +19,12 @@ def test_unknown_model_install_is_a_clear_error():
     assert result.returncode == 1 and "unknown model 'gpt-17'" in result.stderr
 
 
+def test_unknown_model_in_any_command_is_one_line_naming_the_known_models():
+    result = subprocess.run(LIVEFIM + ["bench", "model", "--models", "gpt-17", "--contexts", "64"], capture_output=True, text=True)
+    assert result.returncode == 1 and "unknown model 'gpt-17'" in result.stderr and "qwen2.5-coder-0.5b" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_complete_rejects_a_position_outside_the_file(tmp_path):
     source = tmp_path / "a.py"
     source.write_text("x = 1\n")

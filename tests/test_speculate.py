@@ -320,12 +320,11 @@ def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, 
     assert drafted > 0 and (kind == "draft" or accepted > 0)
 
 
-def test_verification_rows_are_cheap_on_amx_only(tiny_model, monkeypatch):
+def test_verification_rows_are_cheap_on_amx_and_vnni_not_on_avx2(tiny_model, monkeypatch):
     from kernels import cpu_int8
 
     assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
     monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
-    monkeypatch.setattr(cpu_int8, "amx_available", lambda: True)
-    assert tiny_model.cheap_verify_rows
-    monkeypatch.setattr(cpu_int8, "amx_available", lambda: False)
-    assert not tiny_model.cheap_verify_rows
+    for batch_isa, cheap in (("amx", True), ("vnni", True), ("avx2", False)):
+        monkeypatch.setattr(cpu_int8, "int8_activation_isa", lambda rows, isa=batch_isa: isa)
+        assert tiny_model.cheap_verify_rows is cheap, batch_isa
