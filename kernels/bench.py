@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -86,10 +87,16 @@ def bench_cpu_kernels(
     contexts: tuple[int, ...] = (1024, 4096),
     query_rows: tuple[int, ...] = (1, 9),
     repeats: int = 20,
+    dram_bytes: int = 256 << 20,
 ) -> dict:
     """Side by side in one process: one int8 projection ``shape = (out, in)`` through every CPU variant this
     machine runs, and attention of ``query_rows`` rows over ``contexts`` keys (the 1.5B's heads: 12 query,
     2 key, 128 wide) through the batch-invariant kernel and through SDPA with folded heads. Medians in ms.
+
+    The int8-activation variants are timed twice: on one weight that stays in cache (``{variant}_ms``) and
+    on copies of it that add up to ``dram_bytes``, called in turn (``{variant}_dram_ms``, per call), as a
+    model's layers are: each call then reads its weight from memory. The second is what a decode step
+    sees; the first alone hid a 9-row pass that cost 3x a step on Zen 5 (BENCHMARKS.md).
 
     Why: the variants' ratios are what decide the defaults (``w8a8``, AMX, the attention kernel), and only
     a same-process comparison is fair on a shared machine."""
@@ -109,6 +116,8 @@ def bench_cpu_kernels(
             variants.append(("vnni", vnni, "vnni"))
             if cpu_int8.amx_available():
                 variants.append(("amx", vnni, "amx"))
+        copies = [vnni] + [replace(vnni, weights=vnni.weights.clone(), scales=vnni.scales.clone())
+                           for _ in range(max(0, dram_bytes // vnni.weights.numel() - 1))]
         for count in rows:
             x = torch.randn(count, in_features, generator=generator)
             timings: dict = {"rows": count}
@@ -116,6 +125,13 @@ def bench_cpu_kernels(
                 if name == "amx" and count == 1:
                     continue  # one row always takes the VNNI kernel
                 timings[f"{name}_ms"] = round(_time_ms(lambda: cpu_int8.linear(x, packed, None, isa=isa), cpu, repeats), 3)
+            for name, packed, isa in variants:
+                if packed is vnni and not (name == "amx" and count == 1):
+                    def sweep() -> None:
+                        for weight in copies:
+                            cpu_int8.linear(x, weight, None, isa=isa)
+
+                    timings[f"{name}_dram_ms"] = round(_time_ms(sweep, cpu, max(2, repeats // 4)) / len(copies), 3)
             result["linear"].append(timings)
     for context in contexts:
         for count in query_rows:

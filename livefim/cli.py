@@ -404,7 +404,7 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     from kernels.bench import bench_cpu_kernels
 
     report = bench_cpu_kernels(rows=_ints(args.rows), contexts=_ints(args.contexts), query_rows=_ints(args.query_rows),
-                               repeats=args.repeats)
+                               repeats=args.repeats, dram_bytes=args.dram_mb << 20)
     print(json.dumps({"bench": "kernels", **machine_facts(), **report}, indent=2))
     return 0
 
@@ -604,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     kernels_bench.add_argument("--contexts", default="1024,4096", help="cached keys for the attention timings")
     kernels_bench.add_argument("--query-rows", default="1,9", help="query rows for the attention timings")
     kernels_bench.add_argument("--repeats", type=int, default=20)
+    kernels_bench.add_argument("--dram-mb", type=int, default=256,
+                               help="the *_dram_ms timings call copies of the weight adding up to this much (past the caches)")
     kernels_bench.set_defaults(run=_cmd_bench_kernels)
     context_bench = bench_sub.add_parser("context", help="index build files/s, update latency, retrieval p50/p95")
     context_bench.add_argument("--repo", default=None, help="repository (default: this Python's standard library)")
