@@ -26,6 +26,11 @@
 // with this, 0.5 ms). 4-12 KB measured alike; 1-2 KB was too close.
 #define WEIGHT_AHEAD 4096
 
+// The 8 cache lines (one group of one 16-channel tile) WEIGHT_AHEAD bytes past `group`.
+static inline __attribute__((always_inline)) void prefetch_weights_ahead(const uint8_t *group) {
+  for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(group + WEIGHT_AHEAD + i * 64), _MM_HINT_T0);
+}
+
 // acc[u][r][half]: U independent sums per row over interleaved k, so that one or two rows still
 // keep enough FMAs in flight (an FMA's latency is ~4 cycles; 8 chains hide it).
 static inline __attribute__((always_inline)) void tile_rows(
@@ -273,11 +278,9 @@ static inline __attribute__((always_inline)) void tile_rows_vnni(
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st + g * 16)));
     const uint8_t *wg = wt + g * GROUP * 16;
     __m512i w[8];
+    prefetch_weights_ahead(wg);
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-      w[i] = _mm512_loadu_si512((const void *)(wg + i * 64));
-      _mm_prefetch((const char *)(wg + WEIGHT_AHEAD + i * 64), _MM_HINT_T0);
-    }
+    for (int i = 0; i < 8; i++) w[i] = _mm512_loadu_si512((const void *)(wg + i * 64));
 #pragma GCC unroll 8
     for (int r = 0; r < ROWS_VNNI; r++) {
       if (r < rows) {
@@ -403,7 +406,7 @@ static inline __attribute__((always_inline)) void tile_rows_w8a8_avx2(
   for (int r = 0; r < ROWS_W8A8; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < G; g++) {
     const uint8_t *wg = wt + g * GROUP * 16;
-    for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(wg + WEIGHT_AHEAD + i * 64), _MM_HINT_T0);
+    prefetch_weights_ahead(wg);
     __m256i sums[ROWS_W8A8][2];
     for (int r = 0; r < ROWS_W8A8; r++) sums[r][0] = sums[r][1] = _mm256_setzero_si256();
     // 4 inputs of 16 channels at a time: channels 0-7 in one register, 8-15 in the other. Unrolled for
