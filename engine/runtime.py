@@ -89,6 +89,10 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(installed.path, dtype=dtype)
     model.to(target).eval()
     linear = use_cpu_linears(model, cpu_linear) if target.type == "cpu" else "torch"
+    if linear in ("w8a8", "int8"):
+        from engine.fused_layers import use_fused_layers
+
+        use_fused_layers(model)  # q/k/v and gate/up in one int8 call each: the same bits, fewer calls
     use_grouped_attention(model)
     tokenizer = AutoTokenizer.from_pretrained(installed.path)
     return LoadedModel(name=spec.name, model=model, tokenizer=tokenizer, family=spec.family, device=target, cpu_linear=linear)
