@@ -122,8 +122,6 @@ def bench_cpu_kernels(
             x = torch.randn(count, in_features, generator=generator)
             timings: dict = {"rows": count}
             for name, packed, isa in variants:
-                if name == "amx" and count == 1:
-                    continue  # one row always takes the VNNI kernel
                 timings[f"{name}_ms"] = round(_time_ms(lambda: cpu_int8.linear(x, packed, None, isa=isa), cpu, repeats), 3)
                 if packed is vnni:  # the int8-activation variants: also with the weight read from memory
                     def sweep() -> None:

@@ -16,7 +16,7 @@ of them and the perplexity (``w8a8``, the ``"vnni"`` layout): on AVX512-VNNI
 ``vpdpbusd`` multiplies 64 int8 pairs per instruction, and on plain AVX2
 ``vpmaddubsw`` + ``vpmaddwd`` compute the same integer sums, so a speculative
 pass over 8 rows is no longer bound by widening weights to fp32. Where the CPU
-also has AMX-INT8, batches of 2+ rows run on AMX tiles with the same integer
+also has AMX-INT8, every batch runs on AMX tiles with the same integer
 sums. Every variant gives each row the bits a 1-row step would: the linear
 layers are batch-invariant.
 
@@ -215,9 +215,11 @@ def int8_activations_available() -> bool:
 
 
 def int8_activation_isa(rows: int) -> str:
-    """The variant ``linear`` runs the ``"vnni"`` layout on for a batch of ``rows``: AMX for 2+ rows where it
-    runs, else AVX512-VNNI where the CPU has it, else AVX2. All three give the same bits."""
-    if rows > 1 and amx_available():
+    """The variant ``linear`` runs the ``"vnni"`` layout on for a batch of ``rows``: AMX where it runs, else
+    AVX512-VNNI where the CPU has it, else AVX2. All three give the same bits, so the choice is speed alone;
+    ``rows`` no longer changes it: AMX won at every batch size, a decode step's one row included (the 1.5B's
+    step 82.7 -> 79.7 ms on a Xeon, BENCHMARKS.md)."""
+    if amx_available():
         return "amx"
     return "vnni" if vnni_available() else "avx2"
 
@@ -227,7 +229,7 @@ _amx_granted: bool | None = None
 
 
 def amx_available() -> bool:
-    """Whether int8-activation batches of 2+ rows can run on AMX: the CPU has AMX-INT8 (Sapphire Rapids and
+    """Whether int8-activation batches can run on AMX: the CPU has AMX-INT8 (Sapphire Rapids and
     later), the kernel loads, Linux grants this process the tile state, and ``$LIVEFIM_INT8_AMX`` is not ``0``."""
     global _amx_granted
     if os.environ.get(AMX_ENV, "1") == "0":

@@ -483,7 +483,7 @@ int livefim_int8_linear_w8a8_avx2(const float *x, int64_t M, int64_t K, const ui
   return 0;
 }
 
-// The same product on Intel AMX, for batches of 2 to SMALL_BATCH rows (a speculative verification):
+// The same product on Intel AMX, for every batch (a decode step's one row, a verification, a prefill):
 // per group of 32 inputs and 16 channels, one tdpbsud multiplies up to 16 rows of int8 activations by
 // the "vnni" weights (each tile row is 4 inputs of 16 channels, 64 bytes, exactly that layout) in
 // int32, where the VNNI variant spends 8 vpdpbusd per row. The int32 sums are the same integers and

@@ -104,7 +104,7 @@ def test_vnni_rows_do_not_depend_on_the_batch():
 
 
 @pytest.mark.skipif(not cpu_int8.amx_available(), reason="needs AMX-INT8 (and Linux granting the tile state)")
-@pytest.mark.parametrize("rows", [2, 5, 8, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 16, 17, 40])
 @pytest.mark.parametrize("n,k", [(70, 96), (300, 1024)])
 def test_amx_gives_the_vnni_bits_for_every_batch(rows, n, k):
     # full 16-row tiles, a partial last block (17, 40) read from zero-padded rows, a partial last channel tile
