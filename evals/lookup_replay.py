@@ -10,7 +10,16 @@ The replay leaves out what is the same in every arm (detokenizing, stop
 rules), so it overstates speed-ups a little; rank settings with it, then
 measure the winner with ``livefim bench decode``.
 
+A draft model replays the same way (``--draft-model``): on the accepted text
+its greedy choice at each position is what one pass over the plain output
+gives, so its drafts, and the passes of both models, follow too, up to the
+first wrong drafted token. What it would draft after that is unknown; the
+replay assumes it stops once it has fed that token, which flatters the draft
+model. It also prices the draft model against lookup: the draft step cost at
+which drafting alone would match lookup's speed-up.
+
     python -m evals.lookup_replay --seed 1 --per-kind 6 > replay.json
+    python -m evals.lookup_replay --kinds repo-line,repo-block --draft-model qwen2.5-coder-0.5b
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import torch
 from cache import kv
 from engine.decode import decode
 from engine.runtime import LoadedModel, load_model
-from engine.speculate import tokens_agreeing
+from engine.speculate import SpeculationSettings, tokens_agreeing
 from engine.types import CompletionOptions
 from evals.bench_decode import KINDS, _prefill, _warm_up, decode_tasks, fim_prompt, prompt_lookup
 
@@ -42,6 +51,8 @@ class ReplayTask:
     marker: int
     max_tokens: int
     output: tuple[int, ...]
+    draft_choice: tuple[int, ...] = ()  # a draft model's greedy token at each output position, given the output before it
+    draft_confidence: tuple[float, ...] = ()  # ... and its probability
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,63 @@ def replay(task: ReplayTask, policy: LookupPolicy, width: int = 1) -> list[int]:
     return rows
 
 
+def replay_draft(task: ReplayTask, max_draft: int, min_confidence: float, lookup: LookupPolicy | None = None,
+                 min_lookup: int = 3) -> list[tuple[int, tuple[int, ...]]]:
+    """The passes ``engine.decode`` makes with a ``DraftModel`` (``lookup`` None) or ``Combined`` (``lookup``'s
+    settings, drafts at full length, the draft model when lookup's draft is shorter than ``min_lookup``):
+    per target pass, its rows and the rows of each draft-model forward before it.
+
+    Past the first wrong drafted token the replay has no draft predictions; it assumes the draft stops
+    once it has fed that token (as when its confidence drops: an optimistic bound on the draft model's
+    speed), and likewise at the end of the output.
+
+    >>> task = ReplayTask("demo", (4, 0, 1), 1, 8, (5, 6, 7, 8), draft_choice=(5, 6, 9, 8), draft_confidence=(.9,) * 4)
+    >>> replay_draft(task, max_draft=4, min_confidence=0.5)   # drafts "6 9" after "5": one right, then "8"
+    [(3, (2, 1, 1)), (2, (1,))]
+    """
+    ids, marker, output = list(task.ids), task.marker, task.output
+    proposer = None
+    if lookup is not None:
+        proposer = prompt_lookup(ids, marker, max_draft=lookup.max_draft, min_ngram=lookup.min_ngram, first_draft=None)
+        proposer.begin(ids[:marker])
+    passes: list[tuple[int, tuple[int, ...]]] = []
+    fed, pending = 0, 1  # output tokens the draft model has rows for; prompt ids it has yet to feed (<|fim_middle|>)
+    done = 1
+    while done < len(output):
+        limit = task.max_tokens - done - 1
+        found = proposer.continuations(list(output[:done]), limit, 1) if proposer is not None else []
+        if found and len(found[0]) >= min(min_lookup, limit):
+            passes.append((1 + len(found[0][: max(0, limit)]), ()))
+            done += tokens_agreeing(found[0][: max(0, limit)], output, done) + 1
+            continue
+        limit = min(limit, max_draft)
+        if limit <= 0:
+            passes.append((1, ()))
+            done += 1
+            continue
+        feeds = [pending + done - fed]  # catch up on what the target accepted, then one row per drafted token
+        pending, fed = 0, done
+        drafted = taken = 0
+        while done + drafted < len(output):  # past the output its drafts are unknown: assume it stops
+            at = done + drafted
+            if drafted:  # the last drafted token is fed to choose the next one
+                feeds.append(1)
+                fed += 1
+                if task.draft_confidence[at] < min_confidence:
+                    break
+            drafted += 1
+            right = task.draft_choice[at] == output[at]
+            taken += right
+            if drafted >= limit:
+                break
+            if not right:  # it feeds its wrong token too; from there on, assume its confidence drops
+                feeds.append(1)
+                break
+        passes.append((1 + drafted, tuple(feeds)))
+        done += taken + 1
+    return passes
+
+
 def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], policy: LookupPolicy, width: int = 1) -> float:
     """Plain decode time over lookup time, both priced by ``costs`` (seconds of a pass by its rows; a tree's
     rows cost what a chain's do, which flatters trees). ``width`` > 1 replays a tree of candidates, whose
@@ -94,6 +162,21 @@ def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], poli
         plain += costs[1] * max(0, len(task.output) - 1)
         lookup += sum(costs[rows] for rows in replay(task, policy, width))
     return plain / lookup if lookup else 1.0
+
+
+def predicted_draft_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], draft_costs: dict[int, float],
+                            max_draft: int, min_confidence: float, lookup: LookupPolicy | None = None,
+                            min_lookup: int = 3) -> float:
+    """Plain decode time over ``replay_draft``'s: target passes priced by ``costs``, draft-model forwards by
+    ``draft_costs`` (rows past the measured ones on the line through its first and last)."""
+    most = max(draft_costs)
+    slope = (draft_costs[most] - draft_costs[1]) / max(1, most - 1)
+    plain = spent = 0.0
+    for task in tasks:
+        plain += costs[1] * max(0, len(task.output) - 1)
+        for rows, feeds in replay_draft(task, max_draft, min_confidence, lookup, min_lookup):
+            spent += costs[rows] + sum(draft_costs.get(r, draft_costs[most] + slope * (r - most)) for r in feeds)
+    return plain / spent if spent else 1.0
 
 
 @torch.inference_mode()
@@ -115,8 +198,10 @@ def pass_costs(loaded: LoadedModel, ids: list[int], most_rows: int, repeats: int
 
 
 @torch.inference_mode()
-def collect(loaded: LoadedModel, kinds: tuple[str, ...], per_kind: int, seed: int, progress=None) -> list[ReplayTask]:
-    """``livefim bench decode``'s tasks, each with the target's plain greedy output."""
+def collect(loaded: LoadedModel, kinds: tuple[str, ...], per_kind: int, seed: int, progress=None,
+            draft: LoadedModel | None = None) -> list[ReplayTask]:
+    """``livefim bench decode``'s tasks, each with the target's plain greedy output and, with a ``draft`` model,
+    that model's greedy choice and its probability at each output position (one pass over the output)."""
     tasks = []
     for task in decode_tasks(kinds, per_kind, seed):
         ids, marker, context = fim_prompt(loaded, task)
@@ -126,10 +211,25 @@ def collect(loaded: LoadedModel, kinds: tuple[str, ...], per_kind: int, seed: in
                             cache=kv.from_snapshot(loaded.model.config, rows), history=ids[:marker]):
             pass
         assert final is not None
-        tasks.append(ReplayTask(task.kind, tuple(ids), marker, task.max_tokens, tuple(final.token_ids)))
+        output = tuple(final.token_ids)
+        choice, confidence = draft_predictions(draft, ids, output) if draft is not None else ((), ())
+        tasks.append(ReplayTask(task.kind, tuple(ids), marker, task.max_tokens, output, choice, confidence))
         if progress:
             progress(f"{task.kind} {task.name}: {len(final.token_ids)} tokens")
     return tasks
+
+
+@torch.inference_mode()
+def draft_predictions(draft: LoadedModel, ids: list[int], output: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The draft model's greedy token and its probability at each position of ``output`` after the prompt ``ids``."""
+    if not output:
+        return (), ()
+    cache = kv.new_cache(draft.model.config)
+    kv.encode_chunked(draft.model, cache, ids[:-1])
+    logits = draft.model(input_ids=torch.tensor([[ids[-1], *output[:-1]]], device=draft.device), past_key_values=cache,
+                         use_cache=True, logits_to_keep=len(output)).logits[0].float().cpu()  # [len(output), V]
+    top = torch.softmax(logits, dim=-1).max(dim=-1)
+    return tuple(top.indices.tolist()), tuple(top.values.tolist())
 
 
 POLICIES = tuple(LookupPolicy(max_draft=most, first_draft=first, min_ngram=ngram)
@@ -142,22 +242,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--per-kind", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draft-model", default=None, help="also replay this model drafting (and lookup-or-draft)")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     loaded = load_model(args.model, install_missing=True)
     _warm_up(loaded, 10)
-    tasks = collect(loaded, kinds, args.per_kind, args.seed, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    costs = pass_costs(loaded, list(max(tasks, key=lambda t: len(t.ids)).ids), most_rows=9)
+    draft = load_model(args.draft_model, install_missing=True) if args.draft_model else None
+    tasks = collect(loaded, kinds, args.per_kind, args.seed, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                    draft=draft)
+    longest = list(max(tasks, key=lambda t: len(t.ids)).ids)
+    costs = pass_costs(loaded, longest, most_rows=9)
     table = {policy.label(): {kind: round(predicted_speedup([t for t in tasks if kind in ("all", t.kind)], costs, policy), 3)
                               for kind in (*kinds, "all")} for policy in POLICIES}
     slope = (costs[9] - costs[1]) / 8  # a tree can pass 9 rows: price those on the measured line
     priced = {**{rows: costs[1] + slope * (rows - 1) for rows in range(10, 8 * 4 + 2)}, **costs}
     trees = {policy.label(): {f"width {width}": round(predicted_speedup(tasks, priced, policy, width), 3) for width in (1, 2, 3, 4)}
              for policy in (LookupPolicy(max_draft=8), LookupPolicy(max_draft=8, first_draft=2))}
-    print(json.dumps({"bench": "lookup-replay", "model": args.model, "seed": args.seed, "per_kind": args.per_kind,
-                      "pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in costs.items()}, "predicted_speedup": table,
-                      "tree_predicted_speedup": trees}, indent=1))
+    report = {"bench": "lookup-replay", "model": args.model, "seed": args.seed, "per_kind": args.per_kind,
+              "pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in costs.items()}, "predicted_speedup": table,
+              "tree_predicted_speedup": trees}
+    if draft is not None:
+        report.update(draft_report(tasks, kinds, priced, pass_costs(draft, longest, most_rows=9), SpeculationSettings(),
+                                   loaded.cheap_verify_rows))
+    print(json.dumps(report, indent=1))
     return 0
+
+
+def draft_report(tasks: list[ReplayTask], kinds: tuple[str, ...], costs: dict[int, float], draft_costs: dict[int, float],
+                 settings: SpeculationSettings, cheap_verify_rows: bool) -> dict:
+    """The draft model's and lookup-or-draft's predicted speed-ups at the engine's settings, and the draft step
+    cost (ms; every row count scaled alike) at which drafting alone would match lookup's replayed speed-up
+    (0: not even free drafts would; its measured cost: it already does). Combined drafts whole lookup matches,
+    as ``engine.speculate.Combined`` does."""
+    lookup = LookupPolicy(max_draft=settings.lookup_max_draft, first_draft=settings.first_draft_for(cheap_verify_rows),
+                          min_ngram=settings.min_ngram_for(cheap_verify_rows))
+
+    def speedup(kind: str, scale: float = 1.0, policy: LookupPolicy | None = None) -> float:
+        scaled = {rows: s * scale for rows, s in draft_costs.items()}
+        return predicted_draft_speedup([t for t in tasks if kind in ("all", t.kind)], costs, scaled, settings.draft_max,
+                                       settings.draft_min_confidence, policy, settings.combined_min_lookup)
+
+    target = predicted_speedup(tasks, costs, lookup)
+    low, high = 0.0, 1.0  # the scale of the draft's costs at which drafting alone matches lookup (1.0: it already does)
+    for _ in range(20):
+        middle = (low + high) / 2
+        low, high = (middle, high) if speedup("all", middle) >= target else (low, middle)
+    return {"draft_pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in draft_costs.items()},
+            "draft_predicted_speedup": {kind: round(speedup(kind), 3) for kind in (*kinds, "all")},
+            "combined_predicted_speedup": {kind: round(speedup(kind, policy=lookup), 3) for kind in (*kinds, "all")},
+            "lookup_predicted_speedup": round(target, 3),
+            "draft_step_ms_to_match_lookup": round(low * draft_costs[1] * 1000, 1)}
 
 
 if __name__ == "__main__":

@@ -68,3 +68,56 @@ def test_predicted_speedup_prices_each_pass_by_its_rows():
     costs = {1: 1.0, 2: 1.5, 3: 2.0}
     assert predicted_speedup([task], costs, LookupPolicy(max_draft=4)) == pytest.approx(3 * 1.0 / 2.0)
 
+
+
+# The draft model's greedy choice after each token: the target's, except after 15 (guesses 16) and 52 (guesses 53);
+# after its own wrong guesses it knows nothing (a flat distribution, below any confidence threshold), so its
+# drafts stop at their first wrong token, as the replay assumes.
+DRAFT_NEXT = {**NEXT, 15: 16, 52: 53}
+
+
+class BigramDraft(Bigram):
+    def parameters(self):
+        yield torch.zeros(1)
+
+    def __call__(self, input_ids, past_key_values=None, use_cache=True, logits_to_keep=1, **_):
+        fed = input_ids[0].tolist()
+        for layer in range(self.config.num_hidden_layers):
+            past_key_values.update(torch.zeros(1, 1, len(fed), 2), torch.zeros(1, 1, len(fed), 2), layer)
+        logits = torch.zeros((1, logits_to_keep, VOCAB))
+        for row, token in enumerate(fed[len(fed) - logits_to_keep :]):
+            if token in DRAFT_NEXT:
+                logits[0, row] = -1e4
+                logits[0, row, DRAFT_NEXT[token]] = 0.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("lookup", [None, LookupPolicy(max_draft=8, min_ngram=2)])
+@pytest.mark.parametrize("max_draft", [2, 4])
+def test_draft_replay_makes_the_passes_and_draft_forwards_the_decode_loop_makes(tiny_model, lookup, max_draft):
+    from cache import kv
+    from engine.speculate import Combined, DraftModel
+    from evals.lookup_replay import draft_predictions, replay_draft
+
+    config = tiny_model.model.config
+    target = SimpleNamespace(model=Bigram(config), tokenizer=Letters(), device=torch.device("cpu"), stop_token_ids=frozenset({STOP}))
+    draft = SimpleNamespace(model=BigramDraft(config), device=torch.device("cpu"))
+    ids = [*PREFIX, MARK, *SUFFIX, MIDDLE]
+    marker = ids.index(MARK)
+    options = CompletionOptions(max_tokens=24)
+    plain = list(decode(target, ids, BLOCK, options))[-1]
+    cache = kv.new_cache(config)
+    kv.encode(draft.model, cache, ids[:-1])
+    model = DraftModel(draft.model, cache, [ids[-1]], max_draft=max_draft, min_confidence=0.5)
+    proposer = model if lookup is None else Combined(
+        PromptLookup([ids[:marker], ids[marker + 1 : -1]], max_draft=lookup.max_draft, min_ngram=lookup.min_ngram), model)
+    real = list(decode(target, ids, BLOCK, options, proposer=proposer, history=ids[:marker]))[-1]
+    assert real.token_ids == plain.token_ids and len(plain.token_ids) == options.max_tokens
+    assert 0 < real.accepted_tokens < real.drafted_tokens and model.forwards > 0
+
+    choice, confidence = draft_predictions(draft, ids, plain.token_ids)
+    task = ReplayTask("t", tuple(ids), marker, options.max_tokens, plain.token_ids, choice, confidence)
+    passes = replay_draft(task, max_draft, 0.5, lookup)
+    assert len(passes) == real.target_forwards
+    assert sum(rows - 1 for rows, _ in passes) == real.drafted_tokens
+    assert sum(len(feeds) for _, feeds in passes) == model.forwards
