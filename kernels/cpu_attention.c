@@ -20,6 +20,9 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 // Keys the longest of `rows` query rows sees.
 static inline int64_t longest_length(const int64_t *lengths, int64_t rows) {
@@ -475,8 +478,9 @@ static int64_t scratch_floats(int64_t rows, int64_t rep, int64_t D, const int64_
 // key head's rows among that many tasks (any split gives the same bits).
 typedef void (*attend_fn)(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
                           const float *v, const int64_t *lengths, float scale, float *scratch, float *out);
+typedef int64_t (*scratch_fn)(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths);
 
-static int attention_with(attend_fn attend, const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D,
+static int attention_with(attend_fn attend, scratch_fn scratch_size, const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D,
                           const float *k, const float *v, int64_t head_stride, int64_t S, const int64_t *lengths,
                           float scale, float *out) {
   if (D % 16 != 0 || D / 16 > MAX_CHUNKS || rep < 1 || rep > MAX_REP) return -1;
@@ -492,7 +496,7 @@ static int attention_with(attend_fn attend, const float *q, int64_t Q, int64_t H
   for (int64_t t = 0; t < Hkv * tasks_per_head; t++) {
     const int64_t g = t / tasks_per_head, i0 = (t % tasks_per_head) * chunk;
     const int64_t rows = Q - i0 < chunk ? Q - i0 : chunk;
-    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((scratch_floats(rows, rep, D, lengths + i0) + 15) / 16 * 16));
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((scratch_size(rows, rep, D, lengths + i0) + 15) / 16 * 16));
     if (!scratch) {
 #pragma omp atomic write
       failed = 1;
@@ -508,12 +512,230 @@ static int attention_with(attend_fn attend, const float *q, int64_t Q, int64_t H
 // The AVX-512F variant; call it only where the CPU has AVX-512F (cpu_attention.py checks).
 int livefim_attention(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
                       int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
-  return attention_with(attend_rows, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+  return attention_with(attend_rows, scratch_floats, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
 }
 
 // The AVX2 variant, for any x86-64 CPU with AVX2 and FMA.
 int livefim_attention_avx2(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k,
                            const float *v, int64_t head_stride, int64_t S, const int64_t *lengths, float scale,
                            float *out) {
-  return attention_with(attend_rows_8, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+  return attention_with(attend_rows_8, scratch_floats, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+}
+
+// The same computation on Intel AMX in bf16, for CPUs with AMX-BF16 and AVX512-BF16, D a multiple of 32.
+//
+// Why: with several query rows the fp32 sweeps above are bound by FMAs (a 9-row pass at 8k keys cost
+// 2.6x a decode step's attention), while one tile product multiplies 16 rows by 16 keys over 32
+// dimensions. Here the query rows, keys, probabilities and values are rounded to bf16 (products
+// summed in fp32), so a pass of many rows costs about what one row does: reading the cache.
+//
+// Still batch-invariant: every score and every output element of a row is one tile element, computed
+// from that row's own tile row alone, in the same order of key blocks and dimensions whatever else is
+// in the pass; the softmax is per row; probabilities past a row's keys are exact zeros, which add
+// nothing to the output tiles. (Only an output sum in the denormal range could differ, flushed by the
+// extra zero products of a longer pass: an attention output of 1e-38 does not occur.)
+//
+// Per key head: S = Q K^T (rows m = row * rep + head, 16 at a time; K^T built per block of 16 keys by
+// converting them to bf16 and transposing 32-bit pairs), softmax per row, then O = P V (V converted once
+// per call into tiles of 16 key pairs by 16 dimensions). Tiles: 0-3 accumulate, 4 = A, 5 = B (PV) or
+// 4-7 = K^T and 1 = A (QK), all 16 rows by 64 bytes.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,fma,amx-tile,amx-bf16")
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+// Linux hands a process the AMX tile state only on request. Returns 0 when granted, else -1.
+int livefim_attention_amx_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
+
+typedef struct {
+  uint8_t palette;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} attention_tiles;
+
+static void configure_tiles(void) {
+  attention_tiles config;
+  memset(&config, 0, sizeof config);
+  config.palette = 1;
+  for (int t = 0; t < 8; t++) config.rows[t] = 16, config.colsb[t] = 64;
+  _tile_loadconfig(&config);
+}
+
+// bf16 of 32 floats: lo[0..15] then hi[0..15].
+static inline __attribute__((always_inline)) __m512i bf16_32(__m512 lo, __m512 hi) {
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+// 16x16 32-bit transpose of r[0..15] in place (rows become columns).
+static inline __attribute__((always_inline)) void transpose_16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; i++) {  // 128-bit lanes: rows i, i+4, i+8, i+12 hold the four quarters
+    const __m512i a = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88), b = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);
+    const __m512i c = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88), d = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+    t[i] = _mm512_shuffle_i32x4(a, c, 0x88), t[i + 8] = _mm512_shuffle_i32x4(a, c, 0xDD);
+    t[i + 4] = _mm512_shuffle_i32x4(b, d, 0x88), t[i + 12] = _mm512_shuffle_i32x4(b, d, 0xDD);
+  }
+  for (int j = 0; j < 16; j++) r[j] = t[j];
+}
+
+// K^T tiles of one block of 16 keys (keys past `valid` read as zeros): kt[c] is 16 rows (dimension pairs
+// 32c/2 .. 32c/2 + 15) of 16 keys' bf16 pairs, 64 bytes each.
+static inline void keys_to_tiles(const float *kb, int64_t D, int valid, uint8_t *kt) {
+  for (int64_t c = 0; c < D / 32; c++) {
+    __m512i r[16];
+    for (int n = 0; n < 16; n++)
+      r[n] = n < valid ? bf16_32(_mm512_loadu_ps(kb + n * D + 32 * c), _mm512_loadu_ps(kb + n * D + 32 * c + 16))
+                       : _mm512_setzero_si512();
+    transpose_16x16(r);
+    for (int p = 0; p < 16; p++) _mm512_storeu_si512(kt + c * 1024 + p * 64, r[p]);
+  }
+}
+
+// V as PV's B tiles: vt[(j * D/16 + t) * 1024 + p * 64] = keys 32j + 2p and 32j + 2p + 1, dimensions
+// 16t .. 16t + 15, interleaved bf16 pairs, for keys [0, padded). Keys from `n` on read as zeros.
+static inline void values_to_tiles(const float *v, int64_t D, int64_t n, int64_t padded, uint8_t *vt) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t key = 0; key < padded; key += 2) {
+    const int64_t j = key / 32, p = (key % 32) / 2;
+    if (key + 16 < n) _mm_prefetch((const char *)(v + (key + 16) * D), _MM_HINT_T0);
+    for (int64_t t = 0; t < D / 16; t++) {
+      const __m512 a = key < n ? _mm512_loadu_ps(v + key * D + 16 * t) : _mm512_setzero_ps();
+      const __m512 b = key + 1 < n ? _mm512_loadu_ps(v + (key + 1) * D + 16 * t) : _mm512_setzero_ps();
+      _mm512_storeu_si512(vt + (j * (D / 16) + t) * 1024 + p * 64, _mm512_permutexvar_epi16(interleave, bf16_32(a, b)));
+    }
+  }
+}
+
+#define VALUE_BLOCK 256  // keys whose value tiles are built at once (64 KB at D 128) and reused by every row tile
+
+// Floats of scratch attend_rows_amx needs (each buffer a whole number of 64-byte lines).
+static int64_t scratch_floats_amx(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
+  const int64_t tiles_m = (rows * rep + 15) / 16, padded = (longest_length(lengths, rows) + 31) / 32 * 32;
+  return tiles_m * 16 * D / 2 + tiles_m * 16 * padded * 3 / 2 + VALUE_BLOCK * D / 2 + D / 32 * 256 + tiles_m * 16 * (D + 16) + 16;
+}
+
+static void attend_rows_amx(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k,
+                            const float *v, const int64_t *lengths, float scale, float *scratch, float *out) {
+  const int64_t M = rows * rep, tiles_m = (M + 15) / 16, longest = longest_length(lengths, rows);
+  const int64_t padded = (longest + 31) / 32 * 32;  // keys in whole PV chunks of 32
+  uint16_t *qb = (uint16_t *)scratch;                          // [tiles_m * 16][D] bf16
+  float *scores = scratch + tiles_m * 16 * D / 2;              // [tiles_m * 16][padded]
+  uint16_t *probs = (uint16_t *)(scores + tiles_m * 16 * padded);  // [tiles_m * 16][padded] bf16
+  uint8_t *vt = (uint8_t *)(scores + tiles_m * 16 * padded * 3 / 2);  // VALUE_BLOCK * D bf16
+  uint8_t *kt = vt + VALUE_BLOCK * D * 2;                      // D / 32 tiles of 1 KB
+  float *acc = (float *)(kt + D / 32 * 1024);                  // [tiles_m * 16][D]
+  float *total = acc + tiles_m * 16 * D;                       // [tiles_m * 16]
+  configure_tiles();
+
+  // 1. Scaled queries in bf16, one row per (row, head); padding rows are zeros.
+  memset(qb, 0, (size_t)(tiles_m * 16 * D * 2));
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 32) {
+        const float *src = q + i * H * D + r * D + d;
+        const __m512 s = _mm512_set1_ps(scale);
+        _mm512_storeu_si512(qb + (i * rep + r) * D + d,
+                            bf16_32(_mm512_mul_ps(_mm512_loadu_ps(src), s), _mm512_mul_ps(_mm512_loadu_ps(src + 16), s)));
+      }
+
+  // 2. Scores, a block of 16 keys at a time for every row tile.
+  for (int64_t b0 = 0; b0 < padded; b0 += 16) {
+    const int valid = b0 >= longest ? 0 : (longest - b0 < 16 ? (int)(longest - b0) : 16);
+    prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
+    keys_to_tiles(k + b0 * D, D, valid, kt);
+    for (int64_t mt = 0; mt < tiles_m; mt++) {
+      _tile_zero(0);
+      for (int64_t c = 0; c < D / 32; c++) {
+        _tile_loadd(1, qb + mt * 16 * D + 32 * c, D * 2);
+        _tile_loadd(4, kt + c * 1024, 64);
+        _tile_dpbf16ps(0, 1, 4);
+      }
+      _tile_stored(0, scores + mt * 16 * padded + b0, padded * 4);
+    }
+  }
+
+  // 3. Softmax weights of each (row, head) over its own keys, in bf16, zeros past them.
+  memset(probs, 0, (size_t)(tiles_m * 16 * padded * 2));
+  for (int64_t m = 0; m < M; m++) {
+    const int64_t n = lengths[m / rep];
+    const float *row = scores + m * padded;
+    __m512 peak = _mm512_set1_ps(-INFINITY);
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+      const __mmask16 lanes = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
+      peak = _mm512_max_ps(peak, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), lanes, row + j0));
+    }
+    const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(peak));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < n; j0 += 32) {
+      __m512 p[2];
+      for (int h = 0; h < 2; h++) {
+        const int64_t left = n - j0 - 16 * h;
+        const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? 0 : (__mmask16)((1u << left) - 1u));
+        p[h] = _mm512_maskz_mov_ps(lanes, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, row + j0 + 16 * h), top)));
+        sum = _mm512_add_ps(sum, p[h]);
+      }
+      _mm512_storeu_si512(probs + m * padded + j0, bf16_32(p[0], p[1]));
+    }
+    total[m] = _mm512_reduce_add_ps(sum);
+  }
+
+  // 4. Weighted values: O = P V, VALUE_BLOCK keys at a time (their value tiles built once, then used by every
+  // row tile), four 16-dimension output tiles at a time, accumulated in `acc` between blocks (exact: fp32).
+  memset(acc, 0, sizeof(float) * (size_t)(tiles_m * 16 * D));
+  for (int64_t kb0 = 0; kb0 < padded; kb0 += VALUE_BLOCK) {
+    const int64_t keys = padded - kb0 < VALUE_BLOCK ? padded - kb0 : VALUE_BLOCK;
+    values_to_tiles(v + kb0 * D, D, longest - kb0, keys, vt);
+    for (int64_t mt = 0; mt < tiles_m; mt++) {
+      for (int64_t t0 = 0; t0 < D / 16; t0 += 4) {
+        const int width = D / 16 - t0 < 4 ? (int)(D / 16 - t0) : 4;
+        float *o = acc + mt * 16 * D + 16 * t0;
+        _tile_loadd(0, o, D * 4);
+        if (width > 1) _tile_loadd(1, o + 16, D * 4);
+        if (width > 2) _tile_loadd(2, o + 32, D * 4);
+        if (width > 3) _tile_loadd(3, o + 48, D * 4);
+        for (int64_t j = 0; j < keys / 32; j++) {
+          _tile_loadd(4, probs + mt * 16 * padded + kb0 + 32 * j, padded * 2);
+          const uint8_t *b = vt + (j * (D / 16) + t0) * 1024;
+          _tile_loadd(5, b, 64);
+          _tile_dpbf16ps(0, 4, 5);
+          if (width > 1) { _tile_loadd(5, b + 1024, 64); _tile_dpbf16ps(1, 4, 5); }
+          if (width > 2) { _tile_loadd(5, b + 2048, 64); _tile_dpbf16ps(2, 4, 5); }
+          if (width > 3) { _tile_loadd(5, b + 3072, 64); _tile_dpbf16ps(3, 4, 5); }
+        }
+        _tile_stored(0, o, D * 4);
+        if (width > 1) _tile_stored(1, o + 16, D * 4);
+        if (width > 2) _tile_stored(2, o + 32, D * 4);
+        if (width > 3) _tile_stored(3, o + 48, D * 4);
+      }
+    }
+  }
+  _tile_release();
+
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 16)
+        _mm512_storeu_ps(out + i * H * D + r * D + d,
+                         _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + d), _mm512_set1_ps(total[i * rep + r])));
+}
+#pragma GCC pop_options
+
+// The AMX-BF16 variant; call it only where the CPU has AMX-BF16 and AVX512-BF16 and livefim_attention_amx_init
+// succeeded. D must be a multiple of 32 (else -1).
+int livefim_attention_amx(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
+                          int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
+  if (D % 32 != 0) return -1;
+  return attention_with(attend_rows_amx, scratch_floats_amx, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
 }

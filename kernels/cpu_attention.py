@@ -12,11 +12,19 @@ a 1-row call over the same keys. It takes SDPA's time for one row and 0.9-1.4x
 SDPA's for nine (``livefim bench kernels``, BENCHMARKS.md); in the 1.5B's passes
 it came out slightly ahead, as it reads each key head once for all its query heads.
 
-Scope: fp32, one sequence, query rows that each see a prefix of the keys (a
+Scope: fp32 tensors, one sequence, query rows that each see a prefix of the keys (a
 decode step, or a causal pass over a cache); ``attention`` returns None for
 anything else and the caller keeps SDPA. Needs AVX2 and FMA (an AVX-512F variant
 runs where the CPU has it; each variant has its own fixed order, so their bits
-differ, but neither's rows depend on the batch) and a C compiler.
+differ, but no variant's rows depend on the batch) and a C compiler.
+
+Where the CPU has AMX-BF16 (Xeon Sapphire Rapids and later), heads of a multiple
+of 32 dimensions take tile products in bf16 (fp32 sums) instead: the fp32 sweeps
+are bound by FMAs once a pass has several rows (a 9-row pass cost 1.6x a decode
+step of the 1.5B at 8k keys, 1.3x with tiles), and the tiles leave a pass bound
+by reading the cache, like one row. Rounding to bf16 keeps 0.99 of the 0.5B's and
+1.5B's next-token choices and their perplexity (BENCHMARKS.md);
+``$LIVEFIM_CPU_ATTENTION=avx512`` keeps fp32.
 
 Example: 2 new rows over 3 cached ones, row 0 sees 4 keys and row 1 all 5::
 
@@ -61,10 +69,12 @@ def _load() -> ctypes.CDLL | None:
                     raise RuntimeError("needs AVX2 and FMA")
                 library = load_c_library(SOURCE)
                 pointer, size = ctypes.c_void_p, ctypes.c_int64
-                for function in (library.livefim_attention, library.livefim_attention_avx2):
+                for function in (library.livefim_attention, library.livefim_attention_avx2, library.livefim_attention_amx):
                     function.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size, pointer,
                                          ctypes.c_float, pointer]
                     function.restype = ctypes.c_int
+                library.livefim_attention_amx_init.argtypes = []
+                library.livefim_attention_amx_init.restype = ctypes.c_int
                 _library = library
             except (OSError, RuntimeError) as error:
                 log.info("CPU attention kernel unavailable, SDPA serves: %s", error)
@@ -81,18 +91,30 @@ _isas: tuple[str, ...] | None = None
 
 
 def available_isas() -> tuple[str, ...]:
-    """The variants this CPU runs, widest last: ``("avx2",)`` or ``("avx2", "avx512")``; empty without the kernel.
+    """The variants this CPU runs, widest last: ``("avx2",)``, ``("avx2", "avx512")`` or, with AMX-BF16 and
+    AVX512-BF16 where Linux grants the tile state, ``("avx2", "avx512", "amx")``; empty without the kernel.
     Read once (every layer of every step asks)."""
     global _isas
     if _isas is None:
-        _isas = () if _load() is None else (("avx2", "avx512") if "avx512f" in cpu_flags() else ("avx2",))
+        library, flags = _load(), cpu_flags()
+        isas: tuple[str, ...] = ()
+        if library is not None:
+            isas = ("avx2", "avx512") if "avx512f" in flags else ("avx2",)
+            if ({"avx512f", "avx512bw", "avx512_bf16", "amx_tile", "amx_bf16"} <= flags
+                    and library.livefim_attention_amx_init() == 0):
+                isas += ("amx",)
+        _isas = isas
     return _isas
 
 
 def default_isa() -> str:
-    """The variant ``attention`` uses: the widest, or ``avx2`` where ``$LIVEFIM_CPU_ATTENTION=avx2``."""
+    """The variant ``attention`` uses: the widest, unless ``$LIVEFIM_CPU_ATTENTION`` names a narrower one
+    (``avx2``, or ``avx512`` to keep fp32 where AMX would run bf16)."""
     isas = available_isas()
-    return "avx2" if os.environ.get(ATTENTION_ENV) == "avx2" or not isas else isas[-1]
+    wanted = os.environ.get(ATTENTION_ENV)
+    if wanted in isas:
+        return wanted
+    return isas[-1] if isas else "avx2"
 
 
 def prefix_lengths(mask: Tensor | None, q_len: int, kv_len: int) -> Tensor | None:
@@ -132,7 +154,9 @@ def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, sc
     isa = isa or default_isa()
     if isa not in available_isas():
         raise RuntimeError(f"the {isa} attention variant does not run on this CPU ({', '.join(available_isas())} do)")
-    kernel = library.livefim_attention if isa == "avx512" else library.livefim_attention_avx2
+    if isa == "amx" and head_dim % 32:
+        isa = "avx512"  # tiles take 32 dimensions at a time; a model's head size is fixed, so its rows stay alike
+    kernel = {"avx512": library.livefim_attention, "amx": library.livefim_attention_amx}.get(isa, library.livefim_attention_avx2)
     rows = query[0].transpose(0, 1).contiguous()  # [Q, H, D]
     out = torch.empty(1, q_len, heads, head_dim, dtype=torch.float32)
     status = kernel(
