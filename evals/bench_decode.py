@@ -106,11 +106,13 @@ def _block_at(lines: list[str], start: int, most: int = 6) -> int:
 
 def fim_prompt(
     loaded: LoadedModel, task: DecodeTask, contexts: dict[str, RepoContext] | None = None,
+    budget: PromptBudget = PromptBudget(),
 ) -> tuple[list[int], int, CompletionContext]:
     """The product's windowed FIM prompt for ``task``: its token ids, where ``<|fim_suffix|>`` sits, and the
     stop rules' context. With ``contexts`` (package root -> its repository context, filled as needed), a
-    repository task's prompt opens with the context the engine would retrieve for it."""
-    prompt = build_fim_prompt(loaded.tokenizer, loaded.family, task.prefix, task.suffix, path=task.path, budget=PromptBudget())
+    repository task's prompt opens with the context the engine would retrieve for it. ``budget`` bounds the
+    prefix and suffix (a document session holds up to 8,192 tokens of the file: a larger budget poses that)."""
+    prompt = build_fim_prompt(loaded.tokenizer, loaded.family, task.prefix, task.suffix, path=task.path, budget=budget)
     ids = prompt.token_ids
     if contexts is not None and task.repo:
         if task.repo not in contexts:
@@ -168,11 +170,12 @@ def bench_decode(
     loaded: LoadedModel | None = None,
     draft_loaded: LoadedModel | None = None,
     repo_context: bool = False,
+    budget: PromptBudget = PromptBudget(),
 ) -> dict:
     """Run every arm on every task; ``loaded``/``draft_loaded`` replace loading by name (tests).
 
     ``repo_context`` poses repository tasks as the engine does with ``--repo``: retrieved context in front,
-    which lookup then searches too."""
+    which lookup then searches too. ``budget``: the prompt's prefix and suffix tokens at most."""
     if arms[0] != "plain":
         arms = ("plain", *[a for a in arms if a != "plain"])  # the reference comes first
     target = loaded or load_model(model, device, install_missing=True)
@@ -188,7 +191,7 @@ def bench_decode(
     records: list[dict] = []
     contexts: dict[str, RepoContext] | None = {} if repo_context else None
     for task in decode_tasks(kinds, per_kind, seed):
-        ids, marker, context = fim_prompt(target, task, contexts)
+        ids, marker, context = fim_prompt(target, task, contexts, budget)
         options = CompletionOptions(max_tokens=task.max_tokens)
         target_rows, prefill_s = _prefill(target, ids[:-1])
         draft_rows, draft_prefill_s = _prefill(draft, ids[:-1]) if draft is not None else (None, 0.0)
@@ -221,6 +224,7 @@ def bench_decode(
         "per_kind": per_kind,
         "seed": seed,
         "repo_context": repo_context,
+        "prompt_budget": vars(budget),
         "by_kind": {kind: summarize([r for r in records if r["kind"] == kind], arms) for kind in kinds},
         "all": summarize(records, arms),
     }

@@ -236,6 +236,7 @@ def _cmd_bench_latency(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_decode(args: argparse.Namespace) -> int:
+    from engine.prompt import PromptBudget
     from evals.bench_decode import KINDS, SpeculationSettings, bench_decode
 
     kinds = tuple(k for k in args.kinds.split(",") if k)
@@ -252,7 +253,7 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
 
     report = bench_decode(args.model, args.draft_model, kinds=kinds, per_kind=args.per_kind, seed=args.seed,
                           arms=tuple(args.arms.split(",")), device=args.device, settings=settings, progress=show,
-                          repo_context=args.repo_context)
+                          repo_context=args.repo_context, budget=PromptBudget(args.prefix_tokens, args.suffix_tokens))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -572,6 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--device", default=None)
     decode_bench.add_argument("--repo-context", action="store_true",
                               help="repository tasks get the retrieved context in front, as with serve --repo")
+    decode_bench.add_argument("--prefix-tokens", type=int, default=1536,
+                              help="most prompt tokens before the cursor, as the windowed prompt (a document session "
+                                   "holds up to 8192 in all)")
+    decode_bench.add_argument("--suffix-tokens", type=int, default=512, help="most prompt tokens after the cursor")
     decode_bench.set_defaults(run=_cmd_bench_decode)
     suggestions_bench = bench_sub.add_parser("suggestions", help="k alternatives: superposed decoding vs k sampled passes vs beam search")
     suggestions_bench.add_argument("--model", default=None)

@@ -40,3 +40,14 @@ def test_repository_tasks_can_carry_the_context_the_engine_would_retrieve(tiny_m
     assert text.startswith("<|repo_name|>geo\n<|file_sep|>shapes.py\ndef circle_area(radius):")
     assert ids[-len(bare):] == bare and marker == bare_marker + len(ids) - len(bare)  # the same FIM prompt after it
     assert "circle_area(radius)" not in tiny_model.tokenizer.decode(bare)
+
+
+def test_a_larger_prompt_budget_poses_more_of_the_file(tiny_model):
+    from engine.prompt import PromptBudget
+
+    lines = [f"value_{i} = {i} * {i}\n" for i in range(400)]
+    task = DecodeTask("repo-line", "long.py:300", "long.py", "".join(lines[:300]), "\n" + "".join(lines[301:]), 16)
+    window, _, _ = fim_prompt(tiny_model, task)  # the windowed prompt: 1,536 + 512 tokens at most
+    session, marker, _ = fim_prompt(tiny_model, task, budget=PromptBudget(8192, 8192))  # a whole-document session
+    assert len(window) < 2100 < len(session)
+    assert tiny_model.tokenizer.decode(session[:marker]).count("value_0 = 0 * 0") == 1
