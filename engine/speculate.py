@@ -53,7 +53,7 @@ class SpeculationSettings:
         """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):
         ``lookup_first_draft`` when set, else 3 where extra verification rows are cheap
         (``LoadedModel.cheap_verify_rows``: AMX, AVX512-VNNI, a GPU) and 2 where they are not (AVX2: a
-        9-row pass costs 2.2x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0)
+        9-row pass costs 2.2-2.5x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0)
         and 1.01-1.04x (seed 1) against 1.79x and 1.27x for drafts that start at 2 and double; with AMX,
         and with AVX512-VNNI on Zen 5, 3 -> 8 beside 1-token matches replayed best of the 18 settings tried
         on seeds 1 and 2 (BENCHMARKS.md)."""
@@ -62,17 +62,18 @@ class SpeculationSettings:
         return min(3 if cheap_verify_rows else 2, self.lookup_max_draft)
 
     def min_ngram_for(self, cheap_verify_rows: bool) -> int:
-        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 1
-        where verification rows are cheap and 2 where they are not.
+        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 1.
 
         A shorter match proposes more often and more wrongly. Where a wrong row costs 5% of a step (AMX, VNNI),
         continuing the last occurrence of the last token pays: 2.04 -> 2.23x (seed 0), 1.46 -> 1.62x
-        (seed 1) and 1.66 -> 1.70x (seed 2) over plain, with 3-token first drafts (BENCHMARKS.md). On
-        AVX2, 2-token matches with short first drafts replayed best (1.72 -> 1.79x against 3-token ones).
+        (seed 1) and 1.66 -> 1.70x (seed 2) over plain, with 3-token first drafts. It pays on AVX2 too, where
+        drafts start at 2 tokens: replayed on a Zen 3, the 1.5B went 1.64 -> 1.74x (seeds 0-2) and 1.60 ->
+        1.69x (held-out seeds 3-4) against 2-token matches, and the 0.5B 2.22 -> 2.24x (BENCHMARKS.md).
+        ``cheap_verify_rows`` is kept for callers: every CPU now takes the same length.
         """
         if self.lookup_min_ngram is not None:
             return self.lookup_min_ngram
-        return 1 if cheap_verify_rows else 2
+        return 1
 
 
 @dataclass(frozen=True)

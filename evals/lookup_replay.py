@@ -274,7 +274,7 @@ def draft_report(tasks: list[ReplayTask], kinds: tuple[str, ...], costs: dict[in
     cost (ms; every row count scaled alike) at which drafting alone would match lookup's replayed speed-up
     (0: not even free drafts would; its measured cost: it already does). Combined drafts whole lookup matches,
     as ``engine.speculate.Combined`` does."""
-    lookup = LookupPolicy(max_draft=settings.max_draft_for(cheap_verify_rows), first_draft=settings.first_draft_for(cheap_verify_rows),
+    lookup = LookupPolicy(max_draft=settings.lookup_max_draft, first_draft=settings.first_draft_for(cheap_verify_rows),
                           min_ngram=settings.min_ngram_for(cheap_verify_rows))
 
     def speedup(kind: str, scale: float = 1.0, policy: LookupPolicy | None = None) -> float:

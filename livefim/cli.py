@@ -565,8 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="tokens of a prompt-lookup draft until drafts come true, when it grows to --lookup-max "
                                    "(default: 3 where verification rows are cheap, else 2)")
     decode_bench.add_argument("--lookup-min-ngram", type=int, default=None,
-                              help="shortest n-gram match that proposes a draft (default: 1 where verification rows are "
-                                   "cheap, else 2)")
+                              help="shortest n-gram match that proposes a draft (default: 1)")
     decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,
                               help="the draft model stops drafting below this probability of its own token")

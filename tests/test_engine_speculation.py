@@ -135,7 +135,7 @@ def test_lookup_takes_the_settings_of_the_rows_cost(tiny_model, monkeypatch):
     try:
         options = CompletionOptions(max_tokens=8)
         dear, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
-        assert (dear.min_ngram, dear.first_draft) == (2, 2)  # fp32 torch linears: rows are dear
+        assert (dear.min_ngram, dear.first_draft) == (1, 2)  # fp32 torch linears: rows are dear
         monkeypatch.setattr(LoadedModel, "cheap_verify_rows", property(lambda self: True))
         cheap, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
         assert (cheap.min_ngram, cheap.first_draft) == (1, 3)

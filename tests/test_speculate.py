@@ -184,7 +184,7 @@ def test_lookup_draft_length_defaults_follow_the_cost_of_verification_rows():
     settings = SpeculationSettings()
     assert settings.first_draft_for(cheap_verify_rows=True) == 3
     assert settings.first_draft_for(cheap_verify_rows=False) == 2
-    assert settings.min_ngram_for(cheap_verify_rows=True) == 1 and settings.min_ngram_for(cheap_verify_rows=False) == 2
+    assert settings.min_ngram_for(cheap_verify_rows=True) == 1 and settings.min_ngram_for(cheap_verify_rows=False) == 1
     assert SpeculationSettings(lookup_min_ngram=3).min_ngram_for(cheap_verify_rows=True) == 3  # asked for: kept
     assert SpeculationSettings(lookup_max_draft=2).first_draft_for(cheap_verify_rows=True) == 2  # never past the most
     assert SpeculationSettings(lookup_first_draft=5).first_draft_for(cheap_verify_rows=False) == 5  # asked for: kept
