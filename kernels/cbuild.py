@@ -4,7 +4,8 @@ Why: the CPU kernels (``int8_linear.c``, ``cpu_attention.c``) are plain C with
 intrinsics; building them on the user's machine takes a second or two and needs
 nothing but ``cc``, where a wheel per ISA would need a build farm. The library
 lands in ``~/.cache/livefim/kernels`` (or ``$LIVEFIM_HOME/kernels``) under a
-name that hashes the source and flags, so an edited source never loads a stale build.
+name that hashes the source, the local headers it includes (``#include "amx_tiles.h"``) and the
+flags, so an edited source or header never loads a stale build.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +21,7 @@ from pathlib import Path
 
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC")
 LIBS = ("-lm",)
+_LOCAL_INCLUDE = re.compile(rb'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 
 def cache_dir() -> Path:
@@ -41,7 +44,9 @@ def _build(source: Path, target: Path, cflags: tuple[str, ...], libs: tuple[str,
 
 def load_c_library(source: Path, cflags: tuple[str, ...] = CFLAGS, libs: tuple[str, ...] = LIBS) -> ctypes.CDLL:
     """``source`` built (first use only) and loaded; raises ``RuntimeError`` or ``OSError`` when it cannot be."""
-    digest = hashlib.sha256(source.read_bytes() + " ".join(cflags).encode()).hexdigest()[:16]
+    text = source.read_bytes()
+    headers = b"".join((source.parent / name.decode()).read_bytes() for name in _LOCAL_INCLUDE.findall(text))
+    digest = hashlib.sha256(text + headers + " ".join(cflags).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source.stem}-{digest}.so"
     if not target.is_file():
         _build(source, target, cflags, libs)

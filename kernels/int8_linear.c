@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "amx_tiles.h"
 
 #define GROUP 32
 #define ROWS 4
@@ -493,24 +493,14 @@ int livefim_int8_linear_w8a8_avx2(const float *x, int64_t M, int64_t K, const ui
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vnni,fma,f16c,amx-tile,amx-int8")
 #define AMX_ROWS 16
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
 
-typedef struct {
-  uint8_t palette;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-} amx_config;
-
-// Linux hands a process the AMX tile state only on request. Returns 0 when granted, else -1.
-int livefim_amx_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
+// Returns 0 when Linux grants this process the AMX tile state, else -1.
+int livefim_amx_init(void) { return amx_request_tiles(); }
 
 // Tiles: 0-3 = C (rows x 16 int32, four channel tiles), 4 = A (rows x 32 int8 activations),
 // 5-7 = B (8 quads x 64 weight bytes).
 static void amx_configure(int rows) {
-  amx_config config;
+  amx_tile_config config;
   memset(&config, 0, sizeof config);
   config.palette = 1;
   for (int c = 0; c < 4; c++) config.rows[c] = (uint8_t)rows, config.colsb[c] = 64;
