@@ -21,8 +21,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "amx_tiles.h"
 
 // Keys the longest of `rows` query rows sees.
 static inline int64_t longest_length(const int64_t *lengths, int64_t rows) {
@@ -109,6 +109,17 @@ static inline __attribute__((always_inline)) __m512 sum_lanes_16(const __m512 ac
   const __m512 lo = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], 0x88), _mm512_shuffle_f32x4(quads[0], quads[1], 0xDD));
   const __m512 hi = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], 0x88), _mm512_shuffle_f32x4(quads[2], quads[3], 0xDD));
   return _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x88), _mm512_shuffle_f32x4(lo, hi, 0xDD));
+}
+
+// out[i][r] = acc[i][r] / total[i][r] for each (row i, head r): the softmax's division, made once per
+// output element after the weighted values are summed. D: a multiple of 16.
+static inline __attribute__((always_inline)) void divide_by_totals_512(const float *acc, const float *total, int64_t rows,
+                                                                       int64_t H, int64_t rep, int64_t D, float *out) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 16)
+        _mm512_storeu_ps(out + i * H * D + r * D + d,
+                         _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + d), _mm512_set1_ps(total[i * rep + r])));
 }
 
 // Scaled query heads sharing each key load: three heads times eight keys keep 24 accumulators in
@@ -256,11 +267,7 @@ static inline __attribute__((always_inline)) void attend_rows_d(
       }
     }
   }
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t c = 0; c < chunks; c++)
-        _mm512_storeu_ps(out + i * H * D + r * D + c * 16,
-                         _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + c * 16), _mm512_set1_ps(total[i * rep + r])));
+  divide_by_totals_512(acc, total, rows, H, rep, D, out);
 }
 
 // attend_rows_d compiled for the head sizes of the models we serve (64, 128; 16 for tests), where the
@@ -541,22 +548,11 @@ int livefim_attention_avx2(const float *q, int64_t Q, int64_t Hkv, int64_t rep, 
 // 4-7 = K^T and 1 = A (QK), all 16 rows by 64 bytes.
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512bf16,fma,amx-tile,amx-bf16")
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-// Linux hands a process the AMX tile state only on request. Returns 0 when granted, else -1.
-int livefim_attention_amx_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
-
-typedef struct {
-  uint8_t palette;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-} attention_tiles;
+// Returns 0 when Linux grants this process the AMX tile state, else -1.
+int livefim_attention_amx_init(void) { return amx_request_tiles(); }
 
 static void configure_tiles(void) {
-  attention_tiles config;
+  amx_tile_config config;
   memset(&config, 0, sizeof config);
   config.palette = 1;
   for (int t = 0; t < 8; t++) config.rows[t] = 16, config.colsb[t] = 64;
@@ -723,12 +719,7 @@ static void attend_rows_amx(const float *q, int64_t rows, int64_t H, int64_t rep
     }
   }
   _tile_release();
-
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t d = 0; d < D; d += 16)
-        _mm512_storeu_ps(out + i * H * D + r * D + d,
-                         _mm512_div_ps(_mm512_loadu_ps(acc + (i * rep + r) * D + d), _mm512_set1_ps(total[i * rep + r])));
+  divide_by_totals_512(acc, total, rows, H, rep, D, out);
 }
 #pragma GCC pop_options
 
