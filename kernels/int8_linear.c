@@ -20,9 +20,9 @@
 
 #define GROUP 32
 #define ROWS 4
-// The int8-activation kernels ask for the weights this many bytes ahead of the group they multiply.
-// With several rows a group's products take long enough that the hardware prefetcher alone fell
-// behind DRAM (Zen 5: 9 rows of an 8960x1536 projection 1.3 ms from DRAM against 0.36 ms from L3;
+// The AVX2 int8-activation and AMX kernels ask for the weights this many bytes ahead of the group they
+// multiply. With several rows a group's products take long enough that the hardware prefetcher alone fell
+// behind DRAM (Zen 5, VNNI: 9 rows of an 8960x1536 projection 1.3 ms from DRAM against 0.36 ms from L3;
 // with this, 0.5 ms). 4-12 KB measured alike; 1-2 KB was too close. The AMX kernel asks for each of
 // its four tile streams (Xeon, 9 rows from DRAM: 19.6 -> 22.4 GB/s; 2-4 KB alike, 8-16 KB worse).
 #define WEIGHT_AHEAD 4096
@@ -30,6 +30,17 @@
 // The 8 cache lines (one group of one 16-channel tile) WEIGHT_AHEAD bytes past `group`.
 static inline __attribute__((always_inline)) void prefetch_weights_ahead(const uint8_t *group) {
   for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(group + WEIGHT_AHEAD + i * 64), _MM_HINT_T0);
+}
+
+// The VNNI kernel asks for the weights of 2+ rows into L2, further ahead. On Zen 4 (2 cores, 9 rows of an
+// 8960x1536 projection from DRAM) into L1 4 KB ahead left the loads and the products in series:
+// 0.70 ms, about 1 row's DRAM time (0.50) plus 9 rows' warm time (0.41). Into L2 8-16 KB ahead:
+// 0.56 ms (T1 and T2 alike); a 9-row pass of the 1.5B at 1k context 108 -> 79 ms. One row (a decode
+// step) keeps WEIGHT_AHEAD into L1: into L2 the 1.5B's step took 4-8% longer. The AVX2 int8-activation
+// kernel lost with the L2 hint there (4 rows 0.57 -> 0.68 ms), so it keeps WEIGHT_AHEAD into L1.
+#define WEIGHT_AHEAD_L2 8192
+static inline __attribute__((always_inline)) void prefetch_weights_to_l2(const uint8_t *group) {
+  for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(group + WEIGHT_AHEAD_L2 + i * 64), _MM_HINT_T1);
 }
 
 // acc[u][r][half]: U independent sums per row over interleaved k, so that one or two rows still
@@ -219,7 +230,10 @@ int livefim_int8_linear_avx512(const float *x, int64_t M, int64_t K, const int8_
 // 128 * sum(xq) over the group, subtracted once per group and row.
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vnni,fma,f16c")
-#define ROWS_VNNI 8
+// 9 rows a block: a verification pass (the last token and up to 8 drafted) reads each weight once; with
+// 8, the 9th row re-read every tile (Zen 4, 9 rows from DRAM: 0.58 -> 0.52 ms). 9 accumulators, 8
+// weight vectors and the partial sums fit the 32 registers.
+#define ROWS_VNNI 9
 typedef int32_t quad32 __attribute__((may_alias, aligned(4)));
 
 // xq[m][k] = round(x / s), s = max|x[m][g*32 .. g*32+31]| / 127 (1 for an all-zero group);
@@ -279,10 +293,11 @@ static inline __attribute__((always_inline)) void tile_rows_vnni(
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st + g * 16)));
     const uint8_t *wg = wt + g * GROUP * 16;
     __m512i w[8];
-    prefetch_weights_ahead(wg);
+    if (rows == 1) prefetch_weights_ahead(wg);  // `rows` is a constant in each row block
+    else prefetch_weights_to_l2(wg);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) w[i] = _mm512_loadu_si512((const void *)(wg + i * 64));
-#pragma GCC unroll 8
+#pragma GCC unroll 9
     for (int r = 0; r < ROWS_VNNI; r++) {
       if (r < rows) {
         const quad32 *quad = (const quad32 *)(xq + r * K + g * GROUP);  // 4 inputs at a time, broadcast from memory
@@ -316,12 +331,13 @@ ROW_BLOCK_VNNI(5)
 ROW_BLOCK_VNNI(6)
 ROW_BLOCK_VNNI(7)
 ROW_BLOCK_VNNI(8)
+ROW_BLOCK_VNNI(9)
 
 typedef void (*row_block_vnni_fn)(const int8_t *xq, const float *xs, const int32_t *xc, int64_t K, const uint8_t *wt,
                                   const uint16_t *st, float *y, int64_t N, int64_t n0, const float *bias);
 static const row_block_vnni_fn vnni_blocks[ROWS_VNNI] = {row_block_vnni_1, row_block_vnni_2, row_block_vnni_3,
                                                         row_block_vnni_4, row_block_vnni_5, row_block_vnni_6,
-                                                        row_block_vnni_7, row_block_vnni_8};
+                                                        row_block_vnni_7, row_block_vnni_8, row_block_vnni_9};
 #pragma GCC pop_options
 
 // y = quantize(x) @ w4.T * scales + bias; call it only where the CPU has AVX512-VNNI (cpu_int8.py checks).

@@ -49,7 +49,7 @@ VARIANTS = [("k16", isa) for isa in cpu_int8.available_isas()] + [("vnni", isa) 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 128, 129, 300])
 @pytest.mark.parametrize("bias", [True, False])
 def test_kernel_equals_reference_for_every_batch_size(rows, bias, layout, isa):
-    # every unrolled row block of each variant (AVX2: 1-4, AVX-512: 1-8), several blocks up to 128 rows,
+    # every unrolled row block of each variant (AVX2: 1-4, AVX-512: 1-8, VNNI: 1-9), several blocks up to 128 rows,
     # 129+ the dequantize + sgemm path; 70 channels leave a partial last tile
     # (the "vnni" layout on AVX2, AVX512-VNNI and AMX: int8 activations, held to the reference that rounds them the same way)
     n, k = 70, 96
