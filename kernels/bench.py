@@ -91,7 +91,8 @@ def bench_cpu_kernels(
 ) -> dict:
     """Side by side in one process: one int8 projection ``shape = (out, in)`` through every CPU variant this
     machine runs, and attention of ``query_rows`` rows over ``contexts`` keys (the 1.5B's heads: 12 query,
-    2 key, 128 wide) through the batch-invariant kernel and through SDPA with folded heads. Medians in ms.
+    2 key, 128 wide) through each variant of the batch-invariant kernel (``kernel_{variant}_ms``) and through
+    SDPA with folded heads. Medians in ms.
 
     The int8-activation variants are timed twice: on one weight that stays in cache (``{variant}_ms``) and
     on copies of it that add up to ``dram_bytes``, called in turn (``{variant}_dram_ms``, per call), as a
@@ -139,6 +140,8 @@ def bench_cpu_kernels(
             timings = {"keys": context, "rows": count,
                        "sdpa_folded_ms": round(_time_ms(lambda: grouped_query_attention(q, k, v, mask), cpu, repeats), 3)}
             if cpu_attention.available():
-                timings["kernel_ms"] = round(_time_ms(lambda: cpu_attention.attention(q, k, v, mask), cpu, repeats), 3)
+                for isa in cpu_attention.available_isas():  # every variant, the default (widest) last
+                    timings[f"kernel_{isa}_ms"] = round(
+                        _time_ms(lambda: cpu_attention.attention(q, k, v, mask, isa=isa), cpu, repeats), 3)
             result["attention"].append(timings)
     return result

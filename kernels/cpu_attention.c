@@ -529,6 +529,227 @@ int livefim_attention_avx2(const float *q, int64_t Q, int64_t Hkv, int64_t rep, 
   return attention_with(attend_rows_8, scratch_floats, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
 }
 
+// The same computation in bf16 with AVX512-BF16's dot products (vdpbf16ps), for CPUs that have them but
+// no AMX (AMD Zen 4 and 5, Intel Cooper Lake), D a multiple of 32.
+//
+// Why: with several query rows the fp32 sweeps are bound by FMAs (Zen 4: a 9-row pass's attention took
+// 7x a row's at 4k keys), and one vdpbf16ps multiplies 32 bf16 pairs where an FMA takes 16 floats.
+// Queries, keys, softmax weights and values are rounded to bf16 as the AMX variant rounds them, with fp32
+// sums, so it keeps that variant's accuracy (BENCHMARKS.md); its own order of sums makes other bits.
+//
+// The structure is the fp32 AVX-512 variant's: three sweeps over blocks of 16 keys, each block's loads
+// shared by three (row, head) pairs. A block's keys and values are converted once for every pair: keys
+// to bf16 rows, values to pairs of keys interleaved per dimension (what vdpbf16ps sums over). Batch
+// invariance holds as in the AMX variant: each score and output element is a chain of its own row's
+// products in a fixed order of blocks, and weights past a row's keys are exact zeros, which add nothing.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,fma")
+
+// bf16 of 32 floats: lo[0..15] then hi[0..15].
+static inline __attribute__((always_inline)) __m512i bf16_32(__m512 lo, __m512 hi) {
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+// bf16 pairs (a[i], b[i]) in 32-bit lane i: two keys' values of 16 dimensions, as vdpbf16ps and AMX's
+// B tiles pair them.
+static inline __attribute__((always_inline)) __m512i bf16_pairs(__m512 a, __m512 b) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, bf16_32(a, b));
+}
+
+// A block's keys in bf16, kb[n][D]; keys from `valid` on are zeros.
+static inline __attribute__((always_inline)) void keys_to_bf16(const float *k, int64_t D, int valid, uint16_t *kb) {
+  for (int n = 0; n < BLOCK; n++)
+    for (int64_t d = 0; d < D; d += 32)
+      _mm512_storeu_si512(kb + n * D + d, n < valid ? bf16_32(_mm512_loadu_ps(k + n * D + d), _mm512_loadu_ps(k + n * D + d + 16))
+                                                    : _mm512_setzero_si512());
+}
+
+// A block's values as key pairs: vp[(p * D/16 + c) * 32 ..] = keys 2p and 2p + 1, dimensions 16c .. 16c + 15,
+// bf16_pairs; keys from `valid` on are zeros.
+static inline __attribute__((always_inline)) void values_to_bf16_pairs(const float *v, int64_t D, int valid, uint16_t *vp) {
+  for (int p = 0; p < BLOCK / 2; p++)
+    for (int64_t c = 0; c < D / 16; c++) {
+      const __m512 a = 2 * p < valid ? _mm512_loadu_ps(v + 2 * p * D + 16 * c) : _mm512_setzero_ps();
+      const __m512 b = 2 * p + 1 < valid ? _mm512_loadu_ps(v + (2 * p + 1) * D + 16 * c) : _mm512_setzero_ps();
+      _mm512_storeu_si512(vp + (p * (D / 16) + c) * 32, bf16_pairs(a, b));
+    }
+}
+
+// scores_g8 on bf16 rows: dot[u][j0 + j] = lane sums (not yet added) of query u's products with key j,
+// 32 dimensions a chunk.
+static inline __attribute__((always_inline)) void scores_bf16_g8(const uint16_t *const q[GROUP3], const int g,
+                                                                 const uint16_t *const key[KEYS8], const int64_t chunks32,
+                                                                 const int j0, __m512 dot[GROUP3][BLOCK]) {
+  __m512 acc[GROUP3][KEYS8];
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS8; j++) acc[u][j] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < chunks32; c++) {
+    __m512i qc[GROUP3];
+    for (int u = 0; u < GROUP3; u++) qc[u] = u < g ? _mm512_loadu_si512(q[u] + c * 32) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int j = 0; j < KEYS8; j++) {
+      __m512i kc = _mm512_loadu_si512(key[j] + c * 32);
+      __asm__("" : "+v"(kc));  // as in scores_g8
+#pragma GCC unroll 3
+      for (int u = 0; u < GROUP3; u++)
+        if (u < g) acc[u][j] = _mm512_dpbf16_ps(acc[u][j], (__m512bh)qc[u], (__m512bh)kc);
+    }
+  }
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = acc[u][j];
+}
+
+// values_g8 on bf16 pairs: o[u][c] += w[u][p] . (v[2p][c], v[2p + 1][c]) for the block's 8 key pairs in order,
+// chunks [c0, c0 + width); w[u][p] holds query u's weights of keys 2p and 2p + 1 as a bf16 pair.
+static inline __attribute__((always_inline)) void values_bf16_g8(const uint32_t *const w[GROUP3], const int g,
+                                                                 const uint16_t *vp, int64_t D, int64_t c0,
+                                                                 const int64_t width, float *const o[GROUP3]) {
+  __m512 sum[GROUP3][KEYS8];
+  for (int u = 0; u < GROUP3; u++)
+    for (int64_t c = 0; c < width; c++) sum[u][c] = u < g ? _mm512_loadu_ps(o[u] + (c0 + c) * 16) : _mm512_setzero_ps();
+  for (int p = 0; p < BLOCK / 2; p++) {
+    __m512i weight[GROUP3];
+    for (int u = 0; u < GROUP3; u++) weight[u] = u < g ? _mm512_set1_epi32((int)w[u][p]) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int64_t c = 0; c < width; c++) {
+      __m512i vc = _mm512_loadu_si512(vp + (p * (D / 16) + c0 + c) * 32);
+      __asm__("" : "+v"(vc));
+#pragma GCC unroll 3
+      for (int u = 0; u < GROUP3; u++)
+        if (u < g) sum[u][c] = _mm512_dpbf16_ps(sum[u][c], (__m512bh)weight[u], (__m512bh)vc);
+    }
+  }
+  for (int u = 0; u < GROUP3; u++)
+    for (int64_t c = 0; c < width; c++)
+      if (u < g) _mm512_storeu_ps(o[u] + (c0 + c) * 16, sum[u][c]);
+}
+
+// Floats of scratch attend_rows_bf16 needs: scores, sums and totals in fp32; queries, weights and one
+// block's keys and values in bf16.
+static int64_t scratch_floats_bf16(int64_t rows, int64_t rep, int64_t D, const int64_t *lengths) {
+  const int64_t pairs = rows * rep, stride = (longest_length(lengths, rows) + BLOCK - 1) / BLOCK * BLOCK;
+  return pairs * stride + pairs * D + (pairs + 15) / 16 * 16 + pairs * D / 2 + pairs * stride / 2 + BLOCK * D + 16;
+}
+
+// attend_rows_d in bf16 (see above). D = chunks * 16, a multiple of 32.
+static inline __attribute__((always_inline)) void attend_rows_bf16_d(
+    const float *q, int64_t rows, int64_t H, int64_t rep, const int64_t chunks, const float *k, const float *v,
+    const int64_t *lengths, float scale, float *scratch, float *out) {
+  const int64_t D = chunks * 16, pairs = rows * rep;
+  const int64_t longest = longest_length(lengths, rows);
+  const int64_t stride = (longest + BLOCK - 1) / BLOCK * BLOCK;
+  float *scores = scratch, *acc = scores + pairs * stride, *total = acc + pairs * D;
+  uint16_t *qb = (uint16_t *)(total + (pairs + 15) / 16 * 16);  // [pairs][D]
+  uint16_t *probs = qb + pairs * D;                             // [pairs][stride], zeros past each row's keys
+  uint16_t *kb = probs + pairs * stride;                        // one block: [BLOCK][D]
+  uint16_t *vp = kb + BLOCK * D;                                // one block: [BLOCK / 2][D / 16][32]
+
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 32) {
+        const float *src = q + i * H * D + r * D + d;
+        _mm512_storeu_si512(qb + (i * rep + r) * D + d,
+                            bf16_32(_mm512_mul_ps(_mm512_loadu_ps(src), s), _mm512_mul_ps(_mm512_loadu_ps(src + 16), s)));
+      }
+
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
+    keys_to_bf16(k + b0 * D, D, longest - b0 < BLOCK ? (int)(longest - b0) : BLOCK, kb);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
+      if (most <= 0) continue;
+      const uint16_t *qs[GROUP3];
+      for (int u = 0; u < GROUP3; u++) qs[u] = qb + pair[u] * D;
+      __m512 dot[GROUP3][BLOCK];
+      for (int j0 = 0; j0 < BLOCK; j0 += KEYS8) {
+        if (j0 >= most) {
+          for (int u = 0; u < GROUP3; u++)
+            for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = _mm512_setzero_ps();
+          continue;
+        }
+        const uint16_t *key[KEYS8];
+        for (int j = 0; j < KEYS8; j++) key[j] = kb + (j0 + j) * D;  // zeros past the longest row's keys
+        switch (g) {
+          case 3: scores_bf16_g8(qs, 3, key, chunks / 2, j0, dot); break;
+          case 2: scores_bf16_g8(qs, 2, key, chunks / 2, j0, dot); break;
+          default: scores_bf16_g8(qs, 1, key, chunks / 2, j0, dot);
+        }
+      }
+      for (int u = 0; u < g; u++) {
+        if (n[u] <= 0) continue;
+        const __mmask16 lanes = n[u] >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n[u]) - 1u);
+        _mm512_storeu_ps(scores + (h0 + u) * stride + b0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot[u])));
+      }
+    }
+  }
+
+  for (int64_t m = 0; m < pairs; m++) {
+    const int64_t end = (lengths[m / rep] + BLOCK - 1) / BLOCK * BLOCK;
+    float *row = scores + m * stride;
+    __m512 peak = _mm512_set1_ps(-INFINITY);
+    for (int64_t j0 = 0; j0 < end; j0 += 16) peak = _mm512_max_ps(peak, _mm512_loadu_ps(row + j0));
+    const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(peak));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < end; j0 += 32) {  // end is a multiple of 16: the second half may lie past it
+      const __m512 p0 = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j0), top));  // -inf past the keys -> 0
+      const __m512 p1 = j0 + 16 < end ? exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j0 + 16), top)) : _mm512_setzero_ps();
+      sum = _mm512_add_ps(_mm512_add_ps(sum, p0), p1);
+      const __m512i both = bf16_32(p0, p1);
+      _mm256_storeu_si256((__m256i *)(probs + m * stride + j0), _mm512_castsi512_si256(both));
+      if (j0 + 16 < stride) _mm256_storeu_si256((__m256i *)(probs + m * stride + j0 + 16), _mm512_extracti64x4_epi64(both, 1));
+    }
+    for (int64_t j0 = end; j0 < stride; j0 += 16)  // blocks past this row's keys, which longer rows of the pass reach
+      _mm256_storeu_si256((__m256i *)(probs + m * stride + j0), _mm256_setzero_si256());
+    total[m] = _mm512_reduce_add_ps(sum);
+  }
+
+  for (int64_t m = 0; m < pairs; m++)
+    for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(acc + m * D + c * 16, _mm512_setzero_ps());
+  for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
+    prefetch_block(v, D, b0 + AHEAD * BLOCK, longest);
+    values_to_bf16_pairs(v + b0 * D, D, longest - b0 < BLOCK ? (int)(longest - b0) : BLOCK, vp);
+    for (int64_t h0 = 0; h0 < pairs; h0 += GROUP3) {
+      int64_t pair[GROUP3], n[GROUP3], most, least;
+      const int g = group_at(h0, pairs, rep, lengths, b0, pair, n, &most, &least);
+      if (most <= 0) continue;  // every row of the group has ended: its weights here are zeros
+      const uint32_t *w[GROUP3];
+      float *o[GROUP3];
+      for (int u = 0; u < GROUP3; u++) w[u] = (const uint32_t *)(probs + pair[u] * stride + b0), o[u] = acc + pair[u] * D;
+      for (int64_t c0 = 0; c0 < chunks; c0 += KEYS8) {
+        const int64_t width = chunks - c0 < KEYS8 ? chunks - c0 : KEYS8;
+        switch (g) {
+          case 3: values_bf16_g8(w, 3, vp, D, c0, width, o); break;
+          case 2: values_bf16_g8(w, 2, vp, D, c0, width, o); break;
+          default: values_bf16_g8(w, 1, vp, D, c0, width, o);
+        }
+      }
+    }
+  }
+  divide_by_totals_512(acc, total, rows, H, rep, D, out);
+}
+
+static void attend_rows_bf16(const float *q, int64_t rows, int64_t H, int64_t rep, int64_t D, const float *k, const float *v,
+                             const int64_t *lengths, float scale, float *scratch, float *out) {
+  switch (D) {
+    case 128: attend_rows_bf16_d(q, rows, H, rep, 8, k, v, lengths, scale, scratch, out); break;
+    case 64: attend_rows_bf16_d(q, rows, H, rep, 4, k, v, lengths, scale, scratch, out); break;
+    case 32: attend_rows_bf16_d(q, rows, H, rep, 2, k, v, lengths, scale, scratch, out); break;
+    default: attend_rows_bf16_d(q, rows, H, rep, D / 16, k, v, lengths, scale, scratch, out);
+  }
+}
+#pragma GCC pop_options
+
+// The AVX512-BF16 variant; call it only where the CPU has AVX-512F, BW and BF16. D must be a multiple of 32 (else -1).
+int livefim_attention_bf16(const float *q, int64_t Q, int64_t Hkv, int64_t rep, int64_t D, const float *k, const float *v,
+                           int64_t head_stride, int64_t S, const int64_t *lengths, float scale, float *out) {
+  if (D % 32 != 0) return -1;
+  return attention_with(attend_rows_bf16, scratch_floats_bf16, q, Q, Hkv, rep, D, k, v, head_stride, S, lengths, scale, out);
+}
+
 // The same computation on Intel AMX in bf16, for CPUs with AMX-BF16 and AVX512-BF16, D a multiple of 32.
 //
 // Why: with several query rows the fp32 sweeps above are bound by FMAs (a 9-row pass at 8k keys cost
@@ -557,11 +778,6 @@ static void configure_tiles(void) {
   config.palette = 1;
   for (int t = 0; t < 8; t++) config.rows[t] = 16, config.colsb[t] = 64;
   _tile_loadconfig(&config);
-}
-
-// bf16 of 32 floats: lo[0..15] then hi[0..15].
-static inline __attribute__((always_inline)) __m512i bf16_32(__m512 lo, __m512 hi) {
-  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
 // 16x16 32-bit transpose of r[0..15] in place (rows become columns).
@@ -602,15 +818,13 @@ static inline void keys_to_tiles(const float *kb, int64_t D, int valid, uint8_t 
 // V as PV's B tiles: vt[(j * D/16 + t) * 1024 + p * 64] = keys 32j + 2p and 32j + 2p + 1, dimensions
 // 16t .. 16t + 15, interleaved bf16 pairs, for keys [0, padded). Keys from `n` on read as zeros.
 static inline void values_to_tiles(const float *v, int64_t D, int64_t n, int64_t padded, uint8_t *vt) {
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   for (int64_t key = 0; key < padded; key += 2) {
     const int64_t j = key / 32, p = (key % 32) / 2;
     if (key + 16 < n) _mm_prefetch((const char *)(v + (key + 16) * D), _MM_HINT_T0);
     for (int64_t t = 0; t < D / 16; t++) {
       const __m512 a = key < n ? _mm512_loadu_ps(v + key * D + 16 * t) : _mm512_setzero_ps();
       const __m512 b = key + 1 < n ? _mm512_loadu_ps(v + (key + 1) * D + 16 * t) : _mm512_setzero_ps();
-      _mm512_storeu_si512(vt + (j * (D / 16) + t) * 1024 + p * 64, _mm512_permutexvar_epi16(interleave, bf16_32(a, b)));
+      _mm512_storeu_si512(vt + (j * (D / 16) + t) * 1024 + p * 64, bf16_pairs(a, b));
     }
   }
 }

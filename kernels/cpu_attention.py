@@ -22,9 +22,11 @@ Where the CPU has AMX-BF16 (Xeon Sapphire Rapids and later), heads of a multiple
 of 32 dimensions take tile products in bf16 (fp32 sums) instead: the fp32 sweeps
 are bound by FMAs once a pass has several rows (a 9-row pass cost 1.6x a decode
 step of the 1.5B at 8k keys, 1.3x with tiles), and the tiles leave a pass bound
-by reading the cache, like one row. Rounding to bf16 keeps 0.99 of the 0.5B's and
-1.5B's next-token choices and their perplexity (BENCHMARKS.md);
-``$LIVEFIM_CPU_ATTENTION=avx512`` keeps fp32.
+by reading the cache, like one row. Where it has AVX512-BF16 but no AMX (AMD Zen 4
+and 5), the same bf16 rounding runs on ``vdpbf16ps`` (a 9-row pass's attention 25%
+faster on Zen 4; the 1.5B's 9-row pass at 4k keys 1.64x -> 1.44x a step). Rounding
+to bf16 keeps 0.99 of the 0.5B's and 1.5B's next-token choices and their perplexity
+within 0.2% (BENCHMARKS.md); ``$LIVEFIM_CPU_ATTENTION=avx512`` keeps fp32.
 
 Example: 2 new rows over 3 cached ones, row 0 sees 4 keys and row 1 all 5::
 
@@ -69,7 +71,8 @@ def _load() -> ctypes.CDLL | None:
                     raise RuntimeError("needs AVX2 and FMA")
                 library = load_c_library(SOURCE)
                 pointer, size = ctypes.c_void_p, ctypes.c_int64
-                for function in (library.livefim_attention, library.livefim_attention_avx2, library.livefim_attention_amx):
+                for function in (library.livefim_attention, library.livefim_attention_avx2, library.livefim_attention_bf16,
+                                 library.livefim_attention_amx):
                     function.argtypes = [pointer, size, size, size, size, pointer, pointer, size, size, pointer,
                                          ctypes.c_float, pointer]
                     function.restype = ctypes.c_int
@@ -91,25 +94,26 @@ _isas: tuple[str, ...] | None = None
 
 
 def available_isas() -> tuple[str, ...]:
-    """The variants this CPU runs, widest last: ``("avx2",)``, ``("avx2", "avx512")`` or, with AMX-BF16 and
-    AVX512-BF16 where Linux grants the tile state, ``("avx2", "avx512", "amx")``; empty without the kernel.
-    Read once (every layer of every step asks)."""
+    """The variants this CPU runs, widest last: ``("avx2",)``, ``("avx2", "avx512")``, with AVX512-BF16
+    ``("avx2", "avx512", "bf16")``, and with AMX-BF16 too, where Linux grants the tile state,
+    ``("avx2", "avx512", "bf16", "amx")``; empty without the kernel. Read once (every layer of every step asks)."""
     global _isas
     if _isas is None:
         library, flags = _load(), cpu_flags()
         isas: tuple[str, ...] = ()
         if library is not None:
             isas = ("avx2", "avx512") if "avx512f" in flags else ("avx2",)
-            if ({"avx512f", "avx512bw", "avx512_bf16", "amx_tile", "amx_bf16"} <= flags
-                    and library.livefim_attention_amx_init() == 0):
-                isas += ("amx",)
+            if {"avx512f", "avx512bw", "avx512_bf16"} <= flags:
+                isas += ("bf16",)
+                if {"amx_tile", "amx_bf16"} <= flags and library.livefim_attention_amx_init() == 0:
+                    isas += ("amx",)
         _isas = isas
     return _isas
 
 
 def default_isa() -> str:
     """The variant ``attention`` uses: the widest, unless ``$LIVEFIM_CPU_ATTENTION`` names a narrower one
-    (``avx2``, or ``avx512`` to keep fp32 where AMX would run bf16)."""
+    (``avx2``, or ``avx512`` to keep fp32 where AMX or AVX512-BF16 would run bf16)."""
     isas = available_isas()
     wanted = os.environ.get(ATTENTION_ENV)
     if wanted in isas:
@@ -139,7 +143,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, sc
               isa: str | None = None) -> Tensor | None:
     """``query [1, H, Q, D]`` over ``key, value [1, Hkv, S, D]`` -> ``[1, Q, H, D]`` (the layout the model's
     output projection takes), or None where this kernel does not apply (then use SDPA). ``isa`` picks the
-    variant (``"avx2"`` or ``"avx512"``; default ``default_isa()``)."""
+    variant (one of ``available_isas()``; default ``default_isa()``)."""
     batch, heads, q_len, head_dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     if (batch != 1 or q_len > MAX_ROWS or query.dtype != torch.float32 or key.dtype != torch.float32
@@ -154,9 +158,10 @@ def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, sc
     isa = isa or default_isa()
     if isa not in available_isas():
         raise RuntimeError(f"the {isa} attention variant does not run on this CPU ({', '.join(available_isas())} do)")
-    if isa == "amx" and head_dim % 32:
-        isa = "avx512"  # tiles take 32 dimensions at a time; a model's head size is fixed, so its rows stay alike
-    kernel = {"avx512": library.livefim_attention, "amx": library.livefim_attention_amx}.get(isa, library.livefim_attention_avx2)
+    if isa in ("amx", "bf16") and head_dim % 32:
+        isa = "avx512"  # bf16 products take 32 dimensions at a time; a model's head size is fixed, so its rows stay alike
+    kernel = {"avx512": library.livefim_attention, "bf16": library.livefim_attention_bf16,
+              "amx": library.livefim_attention_amx}.get(isa, library.livefim_attention_avx2)
     rows = query[0].transpose(0, 1).contiguous()  # [Q, H, D]
     out = torch.empty(1, q_len, heads, head_dim, dtype=torch.float32)
     status = kernel(
