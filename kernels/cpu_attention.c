@@ -126,6 +126,23 @@ static inline __attribute__((always_inline)) void divide_by_totals_512(const flo
 // flight, and a chunk of a key is loaded once for all three (one head alone loaded it per FMA).
 #define KEYS8 8
 
+// The end of a block in a scores sweep, for a group of pairs: the scores of keys [b0, b0 + 16) each pair
+// sees (lane sums of `dot`), -inf past its keys; a pair whose keys ended in an earlier block stores nothing.
+static inline __attribute__((always_inline)) void store_block_scores(__m512 dot[GROUP3][BLOCK], int g, const int64_t n[GROUP3],
+                                                                     int64_t h0, int64_t stride, int64_t b0, float *scores) {
+  for (int u = 0; u < g; u++) {
+    if (n[u] <= 0) continue;
+    const __mmask16 lanes = n[u] >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n[u]) - 1u);
+    _mm512_storeu_ps(scores + (h0 + u) * stride + b0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot[u])));
+  }
+}
+
+// dot[u][j0 .. j0 + 7] = 0 for every slot: keys past the longest row's, which no row sees.
+static inline __attribute__((always_inline)) void zero_keys8(__m512 dot[GROUP3][BLOCK], int j0) {
+  for (int u = 0; u < GROUP3; u++)
+    for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = _mm512_setzero_ps();
+}
+
 // dot[u][j0 + j] = query head u's products with key j (chunk sums, lanes not yet added), for the 8 keys
 // `key`, u < g: each a chain of FMAs over the chunks in order, as one head alone would run it.
 static inline __attribute__((always_inline)) void scores_g8(const float *const q[GROUP3], const int g, const float *const key[KEYS8],
@@ -199,8 +216,7 @@ static inline __attribute__((always_inline)) void attend_rows_d(
       __m512 dot[GROUP3][BLOCK];
       for (int j0 = 0; j0 < BLOCK; j0 += KEYS8) {
         if (j0 >= most) {
-          for (int u = 0; u < GROUP3; u++)
-            for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = _mm512_setzero_ps();
+          zero_keys8(dot, j0);
           continue;
         }
         const float *key[KEYS8];
@@ -211,11 +227,7 @@ static inline __attribute__((always_inline)) void attend_rows_d(
           default: scores_g8(qs, 1, key, chunks, j0, dot);
         }
       }
-      for (int u = 0; u < g; u++) {
-        if (n[u] <= 0) continue;  // this row's keys ended in an earlier block
-        const __mmask16 lanes = n[u] >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n[u]) - 1u);
-        _mm512_storeu_ps(scores + (h0 + u) * stride + b0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot[u])));
-      }
+      store_block_scores(dot, g, n, h0, stride, b0, scores);
     }
   }
 
@@ -667,8 +679,7 @@ static inline __attribute__((always_inline)) void attend_rows_bf16_d(
       __m512 dot[GROUP3][BLOCK];
       for (int j0 = 0; j0 < BLOCK; j0 += KEYS8) {
         if (j0 >= most) {
-          for (int u = 0; u < GROUP3; u++)
-            for (int j = 0; j < KEYS8; j++) dot[u][j0 + j] = _mm512_setzero_ps();
+          zero_keys8(dot, j0);
           continue;
         }
         const uint16_t *key[KEYS8];
@@ -679,11 +690,7 @@ static inline __attribute__((always_inline)) void attend_rows_bf16_d(
           default: scores_bf16_g8(qs, 1, key, chunks / 2, j0, dot);
         }
       }
-      for (int u = 0; u < g; u++) {
-        if (n[u] <= 0) continue;
-        const __mmask16 lanes = n[u] >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n[u]) - 1u);
-        _mm512_storeu_ps(scores + (h0 + u) * stride + b0, _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), lanes, sum_lanes_16(dot[u])));
-      }
+      store_block_scores(dot, g, n, h0, stride, b0, scores);
     }
   }
 
