@@ -36,7 +36,7 @@ static inline __attribute__((always_inline)) void prefetch_weights_ahead(const u
 // 8960x1536 projection from DRAM) into L1 4 KB ahead left the loads and the products in series:
 // 0.70 ms, about 1 row's DRAM time (0.50) plus 9 rows' warm time (0.41). Into L2 8-16 KB ahead:
 // 0.56 ms (T1 and T2 alike); a 9-row pass of the 1.5B at 1k context 108 -> 79 ms. One row (a decode
-// step) keeps WEIGHT_AHEAD into L1: into L2 the 1.5B's step took 4-8% longer. The AVX2 int8-activation
+// step) keeps WEIGHT_AHEAD into L1: into L2 the 1.5B's step took 3-9% longer. The AVX2 int8-activation
 // kernel lost with the L2 hint there (4 rows 0.57 -> 0.68 ms), so it keeps WEIGHT_AHEAD into L1.
 #define WEIGHT_AHEAD_L2 8192
 static inline __attribute__((always_inline)) void prefetch_weights_to_l2(const uint8_t *group) {
