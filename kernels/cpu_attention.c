@@ -1,6 +1,7 @@
-// Attention of a few query rows over a KV cache, fp32, AVX-512F or AVX2: a decode step (1 row) and a
-// speculative verification (a handful of rows under a causal mask). Built and loaded by
-// kernels/cpu_attention.py, whose float64 torch reference defines what this computes.
+// Attention of a few query rows over a KV cache: a decode step (1 row) and a speculative verification
+// (a handful of rows under a causal mask). fp32 with AVX-512F or AVX2; bf16 products with fp32 sums with
+// AVX512-BF16 or AMX-BF16. Built and loaded by kernels/cpu_attention.py, whose float64 torch reference
+// defines what this computes.
 //
 // Why not SDPA: its CPU kernel blocks the work by the number of query rows, so row i of an 8-row
 // pass and the same row computed alone differ in the last bits, and int8-rounded activations
