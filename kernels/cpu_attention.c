@@ -571,6 +571,20 @@ static inline __attribute__((always_inline)) __m512i bf16_pairs(__m512 a, __m512
   return _mm512_permutexvar_epi16(interleave, bf16_32(a, b));
 }
 
+// scale_queries in bf16: qb[i * rep + r] = q's row i, head r (of this key head's group), times scale, [rows * rep][D].
+// Both bf16 variants round the queries here, after scaling.
+static inline __attribute__((always_inline)) void scale_queries_bf16(const float *q, int64_t rows, int64_t H, int64_t rep,
+                                                                     int64_t D, float scale, uint16_t *qb) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t r = 0; r < rep; r++)
+      for (int64_t d = 0; d < D; d += 32) {
+        const float *src = q + i * H * D + r * D + d;
+        _mm512_storeu_si512(qb + (i * rep + r) * D + d,
+                            bf16_32(_mm512_mul_ps(_mm512_loadu_ps(src), s), _mm512_mul_ps(_mm512_loadu_ps(src + 16), s)));
+      }
+}
+
 // A block's keys in bf16, kb[n][D]; keys from `valid` on are zeros.
 static inline __attribute__((always_inline)) void keys_to_bf16(const float *k, int64_t D, int valid, uint16_t *kb) {
   for (int n = 0; n < BLOCK; n++)
@@ -659,14 +673,7 @@ static inline __attribute__((always_inline)) void attend_rows_bf16_d(
   uint16_t *kb = probs + pairs * stride;                        // one block: [BLOCK][D]
   uint16_t *vp = kb + BLOCK * D;                                // one block: [BLOCK / 2][D / 16][32]
 
-  const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t d = 0; d < D; d += 32) {
-        const float *src = q + i * H * D + r * D + d;
-        _mm512_storeu_si512(qb + (i * rep + r) * D + d,
-                            bf16_32(_mm512_mul_ps(_mm512_loadu_ps(src), s), _mm512_mul_ps(_mm512_loadu_ps(src + 16), s)));
-      }
+  scale_queries_bf16(q, rows, H, rep, D, scale, qb);
 
   for (int64_t b0 = 0; b0 < longest; b0 += BLOCK) {
     prefetch_block(k, D, b0 + AHEAD * BLOCK, longest);
@@ -860,14 +867,7 @@ static void attend_rows_amx(const float *q, int64_t rows, int64_t H, int64_t rep
 
   // 1. Scaled queries in bf16, one row per (row, head); padding rows are zeros.
   memset(qb, 0, (size_t)(tiles_m * 16 * D * 2));
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t r = 0; r < rep; r++)
-      for (int64_t d = 0; d < D; d += 32) {
-        const float *src = q + i * H * D + r * D + d;
-        const __m512 s = _mm512_set1_ps(scale);
-        _mm512_storeu_si512(qb + (i * rep + r) * D + d,
-                            bf16_32(_mm512_mul_ps(_mm512_loadu_ps(src), s), _mm512_mul_ps(_mm512_loadu_ps(src + 16), s)));
-      }
+  scale_queries_bf16(q, rows, H, rep, D, scale, qb);
 
   // 2. Scores, a block of 16 keys at a time for every row tile.
   for (int64_t b0 = 0; b0 < padded; b0 += 16) {
