@@ -10,7 +10,7 @@ MODULES = [
     "kernels.cpu_int8", "kernels.attention",
     "context.languages", "context.walk", "context.symbols", "context.chunks", "context.bm25",
     "context.index", "context.resolve", "context.retrieve", "context.outline", "context.assemble", "context.store",
-    "evals.repo_tasks", "evals.bench_context", "evals.lookup_replay", "engine.speculate",
+    "evals.repo_tasks", "evals.bench_context", "evals.lookup_replay", "engine.speculate", "engine.pass_costs",
     "telemetry.events", "telemetry.store", "telemetry.experiments", "telemetry.report",
     "lsp.settings", "lsp.debounce", "lsp.typed_ahead", "lsp.documents",
 ]
