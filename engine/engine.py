@@ -33,7 +33,9 @@ from engine.errors import InvalidInput, ModelUnavailable, StaleVersion
 from engine.prompt import PromptBudget, build_fim_prompt, context_header_ids, count_text_tokens, encode_segments, repo_format
 from engine.repo_context import ContextChoice, RepoContext
 from engine.runtime import LoadedModel
-from engine.speculate import DEFAULT_SPECULATION, SPECULATION_MODES, Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
+from engine.pass_costs import PassCosts, pass_costs_for
+from engine.speculate import (DEFAULT_SPECULATION, SPECULATION_MODES, AcceptanceTally, Combined, DraftModel, DraftPricing,
+                              PromptLookup, Proposer, SpeculationSettings)
 from engine.stops import CompletionContext, decide_scope
 from engine.superpose import NgramModel, superposed_decode
 from engine.types import (
@@ -68,7 +70,10 @@ class CompletionEngine:
         draft_model: LoadedModel | Callable[[], LoadedModel] | None = None,
         speculation: str = DEFAULT_SPECULATION,
         speculation_settings: SpeculationSettings = SpeculationSettings(),
+        pass_costs: PassCosts | None = None,
     ) -> None:
+        """``pass_costs``: what passes of n rows cost the model here (lookup drafts are sized by it); by
+        default measured once per machine and model (``engine.pass_costs``) when lookup first needs it."""
         if speculation not in SPECULATION_MODES:
             raise InvalidInput(f"speculation must be one of {', '.join(SPECULATION_MODES)}, got {speculation!r}")
         if speculation in ("draft", "combined") and draft_model is None:
@@ -79,6 +84,8 @@ class CompletionEngine:
         self._draft_factory = None if isinstance(draft_model, LoadedModel) else draft_model
         self.speculation = speculation
         self.speculation_settings = speculation_settings
+        self._pass_costs = pass_costs
+        self._lookup_tallies = {False: AcceptanceTally(), True: AcceptanceTally()}  # greedy, sampling: how drafts came true
         self.documents = store or DocumentStore()
         self.budget = budget or PromptBudget()
         self.policy = policy or SessionPolicy()
@@ -150,7 +157,17 @@ class CompletionEngine:
         _ = self.handle
         if self.speculation in ("draft", "combined"):
             _ = self.draft_handle
+        if self.speculation == "lookup" and self.speculation_settings.lookup_first_draft is None:
+            with self._model_lock:
+                self._lookup_pass_costs()
         self._nudge_worker()
+
+    def _lookup_pass_costs(self) -> PassCosts:
+        """The model's pass prices on this machine: measured on first use (then read from disk). Call it
+        holding the model lock: measuring runs the model."""
+        if self._pass_costs is None:
+            self._pass_costs = pass_costs_for(self.model)
+        return self._pass_costs
 
     def close(self) -> None:
         """Stop the background worker (tests, shutdown)."""
@@ -388,13 +405,15 @@ class CompletionEngine:
 
     def _proposer(
         self, speculation: str, options: CompletionOptions, prefix: str, suffix: str, context_ids: list[int],
-        uri: str | None, draft_state: tuple[Any, list[int]] | None,
+        uri: str | None, draft_state: tuple[Any, list[int]] | None, *, keys: int = 0,
     ) -> tuple[Proposer | None, list[int]]:
         """The request's drafter and the token ids of the text before the cursor (what lookup matches on).
 
         Lookup searches the repository context, the text around the cursor and
-        the document's last suggestion; the draft model continues from
-        ``draft_state`` (its cache and the ids still to feed).
+        the document's last suggestion, and sizes its drafts by what a pass costs
+        at ``keys`` cached rows (the prompt's length) and how its drafts have come
+        true so far; the draft model continues from ``draft_state`` (its cache and
+        the ids still to feed).
         """
         if speculation == "off":
             return None, []
@@ -402,13 +421,16 @@ class CompletionEngine:
         history, ahead = self._ids_around_cursor(prefix, suffix)
         corpus = [context_ids, history, ahead, self._last_suggestion.get(uri, []) if uri is not None else []]
 
-        def lookup(first_draft: int | None) -> PromptLookup:
-            return PromptLookup(corpus, max_draft=settings.lookup_max_draft,
-                                min_ngram=settings.min_ngram_for(self.model.cheap_verify_rows),
-                                first_draft=first_draft)
+        def lookup(first_draft: int | None, pricing: DraftPricing | None = None) -> PromptLookup:
+            return PromptLookup(corpus, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram,
+                                first_draft=first_draft, pricing=pricing)
 
         if speculation == "lookup" or draft_state is None:
-            return lookup(settings.first_draft_for(self.model.cheap_verify_rows)), history
+            if settings.lookup_first_draft is not None:  # asked for the growing rule
+                return lookup(settings.lookup_first_draft), history
+            pricing = DraftPricing(self._lookup_pass_costs().relative(keys)[: settings.lookup_max_draft + 1],
+                                   self._lookup_tallies[options.temperature > 0])
+            return lookup(None, pricing), history
         distribution = None
         generator = None
         if options.temperature > 0:
@@ -469,7 +491,8 @@ class CompletionEngine:
             yield self._alternatives_locked(prompt_ids, context, options, cache, context_ids or [], prefix, suffix,
                                             request_id, mode, started, prepare_ms, total_prompt, repo, context_chunks, cancelled)
             return
-        proposer, history = self._proposer(speculation, options, prefix, suffix, context_ids or [], uri, draft_state)
+        proposer, history = self._proposer(speculation, options, prefix, suffix, context_ids or [], uri, draft_state,
+                                           keys=total_prompt)
         for step in decode(loaded, prompt_ids, context, options, cancelled, cache=cache, proposer=proposer, history=history):
             timings = Timings(
                 prompt_tokens=total_prompt,

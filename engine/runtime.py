@@ -46,20 +46,6 @@ class LoadedModel:
     def stop_token_ids(self) -> frozenset[int]:
         return frozenset(self.family.stop_token_ids)
 
-    @property
-    def cheap_verify_rows(self) -> bool:
-        """Whether a pass over a few more rows costs little more than a one-token step: on a GPU, and on a
-        CPU whose int8-activation batches run on AMX or AVX512-VNNI (9 rows 1.4-1.5x one row, 5% a row;
-        the AVX2 variant's 9 rows cost 2.2x or more; BENCHMARKS.md). Speculation then drafts on weaker
-        evidence."""
-        if self.device.type == "cuda":
-            return True
-        if self.cpu_linear != "w8a8":
-            return False
-        from kernels.cpu_int8 import int8_activation_isa
-
-        return int8_activation_isa(9) in ("amx", "vnni")
-
 
 def load_model(
     name: str | None = None, device: str | None = None, *, install_missing: bool = False, cpu_linear: str | None = None

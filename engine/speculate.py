@@ -40,40 +40,20 @@ DEFAULT_SPECULATION = "lookup"  # free and lossless; a 0.5B draft does not pay o
 
 @dataclass(frozen=True)
 class SpeculationSettings:
-    """How much to draft; defaults chosen with ``livefim bench decode`` (BENCHMARKS.md)."""
+    """How much to draft; defaults chosen with ``livefim bench decode`` and ``evals.lookup_replay`` (BENCHMARKS.md).
+
+    ``lookup_first_draft``: None sizes each lookup draft from this machine's pass prices and how drafts have
+    come true (``DraftPricing``); a number keeps the older rule, drafts that start at that many tokens and
+    double while they come true whole. ``lookup_min_ngram``: the shortest n-gram match that proposes a draft;
+    1-token matches replayed ahead of longer ones on AMX, AVX512-VNNI and AVX2 alike (BENCHMARKS.md).
+    """
 
     lookup_max_draft: int = 8
-    lookup_first_draft: int | None = None  # None: ``first_draft_for`` the model's pass costs
-    lookup_min_ngram: int | None = None  # None: ``min_ngram_for`` the model's pass costs
+    lookup_first_draft: int | None = None
+    lookup_min_ngram: int = 1
     draft_max: int = 6
     draft_min_confidence: float = 0.4
     combined_min_lookup: int = 3
-
-    def first_draft_for(self, cheap_verify_rows: bool) -> int:
-        """How many tokens a lookup draft holds until the drafts start coming true (``PromptLookup``):
-        ``lookup_first_draft`` when set, else 3 where extra verification rows are cheap
-        (``LoadedModel.cheap_verify_rows``: AMX, AVX512-VNNI, a GPU) and 2 where they are not (AVX2: a
-        9-row pass costs 2.2-2.5x a step). On AVX2, 8-token drafts from the start replayed at 1.56-1.66x (seed 0)
-        and 1.01-1.04x (seed 1) against 1.79x and 1.27x for drafts that start at 2 and double; with AMX,
-        and with AVX512-VNNI on Zen 5, 3 -> 8 beside 1-token matches replayed best of the 18 settings tried
-        on seeds 1 and 2 (BENCHMARKS.md)."""
-        if self.lookup_first_draft is not None:
-            return min(self.lookup_first_draft, self.lookup_max_draft)
-        return min(3 if cheap_verify_rows else 2, self.lookup_max_draft)
-
-    def min_ngram_for(self, cheap_verify_rows: bool) -> int:
-        """The shortest n-gram match that proposes a lookup draft: ``lookup_min_ngram`` when set, else 1.
-
-        A shorter match proposes more often and more wrongly. Where a wrong row costs 5% of a step (AMX, VNNI),
-        continuing the last occurrence of the last token pays: 2.04 -> 2.23x (seed 0), 1.46 -> 1.62x
-        (seed 1) and 1.66 -> 1.70x (seed 2) over plain, with 3-token first drafts. It pays on AVX2 too, where
-        drafts start at 2 tokens: replayed on a Zen 3, the 1.5B went 1.64 -> 1.74x (seeds 0-2) and 1.60 ->
-        1.69x (held-out seeds 3-4) against 2-token matches, and the 0.5B 2.22 -> 2.24x (BENCHMARKS.md).
-        ``cheap_verify_rows`` is kept for callers: every CPU now takes the same length.
-        """
-        if self.lookup_min_ngram is not None:
-            return self.lookup_min_ngram
-        return 1
 
 
 @dataclass(frozen=True)
@@ -98,6 +78,73 @@ def tokens_agreeing(draft: Sequence[int], text: Sequence[int], start: int) -> in
     return taken
 
 
+def best_draft_length(available: int, first_rate: float, next_rate: float, row_costs: Sequence[float]) -> int:
+    """How many of ``available`` drafted tokens to verify: the length whose pass brings the most tokens per
+    unit of time. A pass of ``1 + d`` rows costs ``row_costs[d]`` (a one-token step = ``row_costs[0]``) and
+    brings ``1 + first_rate * (1 + next_rate + ... + next_rate ** (d - 1))`` tokens on average: its own token,
+    plus each drafted one the target takes, which needs the one before it taken too.
+
+    Why: rows cost differently by machine (``engine.pass_costs``) and drafts come true differently by model
+    and code, so neither a fixed length nor a per-CPU constant is right everywhere. Replayed on a Zen 3, a
+    3-token cap gained the 1.5B 10% and cost the 0.5B 12%; measured on a Zen 2 against drafts that start at 2
+    and double, the 1.5B went 1.54 -> 1.64x plain and the 0.5B 2.06 -> 2.00x (BENCHMARKS.md).
+
+    >>> avx2 = (1.0, 1.0, 1.0, 1.05, 1.3, 1.55, 1.8, 2.2, 2.3)   # 4 rows for a step's price, then ~a quarter a row
+    >>> best_draft_length(8, 0.6, 0.7, avx2), best_draft_length(8, 0.98, 1.0, avx2)
+    (3, 8)
+    >>> best_draft_length(8, 0.02, 0.5, (1.0, 1.05))   # a draft that is hardly ever right is not worth a row
+    0
+    """
+    best_length, best_rate = 0, 1.0 / row_costs[0]
+    expected, reach = 1.0, first_rate
+    for length in range(1, min(available, len(row_costs) - 1) + 1):
+        expected += reach
+        reach *= next_rate
+        rate = expected / row_costs[length]
+        if rate > best_rate * (1 + 1e-9):
+            best_length, best_rate = length, rate
+    return best_length
+
+
+@dataclass
+class AcceptanceTally:
+    """How often lookup drafts come true, learned while serving: for each drafting state, how often the
+    target takes a draft's first token, and, once it has taken one, the next.
+
+    Counts fade (``memory``: each new draft weighs the past by that factor), so the rates follow the code
+    being written rather than the session's first hour; the priors (hits, misses) stand for the first drafts.
+
+    >>> tally = AcceptanceTally()
+    >>> tally.record("fresh", drafted=4, taken=4)   # all four taken: 1 first-token hit, 3 next-token hits
+    >>> tally.record("fresh", drafted=4, taken=1)   # first taken, the second not: a hit, then a miss
+    >>> [round(rate, 2) for rate in tally.rates("fresh")]
+    [0.75, 0.75]
+    """
+
+    prior_first: tuple[float, float] = (1.0, 1.0)
+    prior_next: tuple[float, float] = (3.0, 1.0)
+    memory: float = 0.98
+    _first: dict[Any, tuple[float, float]] = field(default_factory=dict)
+    _next: dict[Any, tuple[float, float]] = field(default_factory=dict)
+
+    def rates(self, state: Any) -> tuple[float, float]:
+        """(first-token rate, next-token rate) in ``state``."""
+        (fh, fm), (nh, nm) = self._first.get(state, self.prior_first), self._next.get(state, self.prior_next)
+        return fh / (fh + fm), nh / (nh + nm)
+
+    def record(self, state: Any, drafted: int, taken: int) -> None:
+        """A draft of ``drafted`` tokens drafted in ``state`` of which the target took the first ``taken``."""
+        if drafted <= 0:
+            return
+        keep = self.memory
+        hits, misses = self._first.get(state, self.prior_first)
+        self._first[state] = (keep * hits + (taken > 0), keep * misses + (taken == 0))
+        if taken > 0:
+            trials = min(taken + 1, drafted) - 1  # tokens after the first whose fate the pass showed
+            hits, misses = self._next.get(state, self.prior_next)
+            self._next[state] = (keep * hits + taken - 1, keep * misses + trials - (taken - 1))
+
+
 class Proposer(Protocol):
     """What the decode loop asks of a drafter.
 
@@ -114,6 +161,19 @@ class Proposer(Protocol):
     def propose(self, generated: Sequence[int], limit: int) -> Draft: ...
 
 
+@dataclass
+class DraftPricing:
+    """What the lookup drafter weighs to size a draft: the price of a pass by rows on this machine at this
+    prompt's length (``engine.pass_costs``, a step = 1) and how often its drafts have come true
+    (``AcceptanceTally``, shared by an engine's requests so that it learns the model and the code)."""
+
+    row_costs: tuple[float, ...]
+    tally: AcceptanceTally = field(default_factory=AcceptanceTally)
+
+    def length(self, available: int, state: Any) -> int:
+        return best_draft_length(available, *self.tally.rates(state), self.row_costs)
+
+
 class PromptLookup:
     """Continue the longest recent n-gram match (``max_ngram`` down to ``min_ngram`` tokens).
 
@@ -121,10 +181,13 @@ class PromptLookup:
     plus, as it grows, the suggestion itself; a match's continuation is the
     draft. Later occurrences win: the text nearest the cursor is the best guess.
 
-    Drafts hold ``first_draft`` tokens at first; one the target takes whole
-    doubles the next (up to ``max_draft``), one it rejects sets the next to what
-    it took plus one (at least ``first_draft``). A copy that keeps coming true
-    is usually a long one; a wrong guess then costs few verification rows.
+    How much of a match to draft: with ``pricing``, the length that brings the
+    most tokens per unit of time (``best_draft_length``), from the pass prices
+    and the rates at which drafts came true in the same state: whether the last
+    draft came true whole (a copy under way) and how long the matched n-gram is.
+    Without it, drafts hold ``first_draft`` tokens at first; one the target takes
+    whole doubles the next (up to ``max_draft``), one it rejects sets the next to
+    what it took plus one (at least ``first_draft``).
     """
 
     name = "lookup"
@@ -132,12 +195,14 @@ class PromptLookup:
     max_candidates = 4  # occurrences of one n-gram tried, latest first
 
     def __init__(self, corpus: Sequence[Sequence[int]], *, max_draft: int = 8, min_ngram: int = 2, max_ngram: int = 4,
-                 first_draft: int | None = None) -> None:
+                 first_draft: int | None = None, pricing: DraftPricing | None = None) -> None:
         assert 1 <= min_ngram <= max_ngram, (min_ngram, max_ngram)
         self.max_draft, self.min_ngram, self.max_ngram = max_draft, min_ngram, max_ngram
         self.first_draft = max_draft if first_draft is None else max(1, min(first_draft, max_draft))
+        self.pricing = pricing
         self._draft_limit = self.first_draft
-        self._last_draft: tuple[int, tuple[int, ...]] | None = None  # (tokens generated before it, the draft)
+        self._last_draft: tuple[int, tuple[int, ...], Any] | None = None  # (tokens generated before it, the draft, its state)
+        self._whole = False  # the last draft came true whole
         self._text: list[int] = []
         self._where: dict[tuple[int, ...], list[int]] = {}  # n-gram -> ends of its occurrences in _text, in order
         self._segment_ends: list[int] = []
@@ -158,44 +223,61 @@ class PromptLookup:
     def begin(self, history: Sequence[int]) -> None:
         self._history = list(history[-self.max_ngram :])
         self._generated_from = len(self._text)
-        self._draft_limit, self._last_draft = self.first_draft, None
+        self._draft_limit, self._last_draft, self._whole = self.first_draft, None, False
 
-    def _next_limit(self, generated: Sequence[int]) -> int:
-        """The draft length after the last draft's fate: doubled when all of it came true, else what came true + 1."""
-        if self._last_draft is not None:
-            before, draft = self._last_draft
-            taken = tokens_agreeing(draft, generated, before)
-            whole = taken == len(draft)
-            self._draft_limit = min(self.max_draft, 2 * self._draft_limit) if whole else max(self.first_draft, taken + 1)
-            self._last_draft = None
-        return self._draft_limit
+    def _learn(self, generated: Sequence[int]) -> None:
+        """Take in the last draft's fate: how much of it the target took."""
+        if self._last_draft is None:
+            self._whole = False
+            return
+        before, draft, state = self._last_draft
+        taken = tokens_agreeing(draft, generated, before)
+        self._whole = taken == len(draft)
+        if self.pricing is not None:
+            self.pricing.tally.record(state, len(draft), taken)
+        else:
+            self._draft_limit = min(self.max_draft, 2 * self._draft_limit) if self._whole else max(self.first_draft, taken + 1)
+        self._last_draft = None
 
     def continuations(self, generated: Sequence[int], limit: int, most: int = 1) -> list[tuple[int, ...]]:
         """Up to ``most`` distinct continuations of the text's last n-gram, best first (longer match, then
-        later occurrence), each at most ``limit`` tokens and the current draft length. The first is the draft
-        ``propose`` makes; the others are what a tree of candidates would verify beside it."""
-        limit = min(limit, self._next_limit(generated))
+        later occurrence), each at most ``limit`` tokens and the draft length chosen now. The first is the
+        draft ``propose`` makes; the others are what a tree of candidates would verify beside it."""
+        self._learn(generated)
+        limit = min(limit, self.max_draft if self.pricing is not None else self._draft_limit)
         seen = len(self._text) - self._generated_from
         if seen < len(generated):
             self._extend(generated[seen:])  # the suggestion so far is corpus too
         if limit <= 0:
             return []
         found: list[tuple[int, ...]] = []
+        matched = 0
         key_source = (self._history + list(generated))[-self.max_ngram :]
         for n in range(min(self.max_ngram, len(key_source)), self.min_ngram - 1, -1):
             for end in reversed(self._where.get(tuple(key_source[-n:]), ())[-self.max_candidates :]):
                 stop = next((e for e in self._segment_ends if e >= end), len(self._text))
                 if stop > end:  # something follows this occurrence within its piece (not the key itself)
                     tokens = tuple(self._text[end : min(stop, end + limit)])
+                    matched = matched or n
                     if tokens not in found:
                         found.append(tokens)
                     if len(found) == most:
                         break
             if len(found) == most:
                 break
+        state = None
+        if found and self.pricing is not None:
+            state = self._drafting_state(matched)
+            length = self.pricing.length(len(found[0]), state)
+            found = list(dict.fromkeys(c[:length] for c in found if length))
         if found:
-            self._last_draft = (len(generated), found[0])
+            self._last_draft = (len(generated), found[0], state)
         return found
+
+    def _drafting_state(self, matched: int) -> Any:
+        """What the acceptance rates are kept apart by: whether the last draft came true whole, and the
+        length of the n-gram matched (1, 2, 3 or more tokens)."""
+        return (self._whole, min(matched, 3))
 
     def propose(self, generated: Sequence[int], limit: int) -> Draft:
         found = self.continuations(generated, limit)

@@ -35,7 +35,8 @@ from context.index import build_index
 from engine.prompt import PromptBudget, build_fim_prompt, count_text_tokens, encode_segments, repo_format
 from engine.repo_context import RepoContext
 from engine.runtime import LoadedModel, load_model
-from engine.speculate import Combined, DraftModel, PromptLookup, Proposer, SpeculationSettings
+from engine.pass_costs import pass_costs_for
+from engine.speculate import AcceptanceTally, Combined, DraftModel, DraftPricing, PromptLookup, Proposer, SpeculationSettings
 from engine.stops import CompletionContext, decide_scope
 from engine.types import CompletionOptions, Scope
 from evals.machine import run_facts
@@ -126,23 +127,26 @@ def fim_prompt(
     return ids, marker, context
 
 
-def prompt_lookup(prompt_ids: list[int], marker: int, *, max_draft: int, min_ngram: int, first_draft: int | None) -> PromptLookup:
+def prompt_lookup(prompt_ids: list[int], marker: int, *, max_draft: int, min_ngram: int, first_draft: int | None,
+                  pricing: DraftPricing | None = None) -> PromptLookup:
     """Prompt lookup over a FIM prompt whose ``<|fim_suffix|>`` is at ``marker``: the prefix and the suffix
     are its corpus (the engine adds repository context and the last suggestion)."""
     return PromptLookup([prompt_ids[:marker], prompt_ids[marker + 1 : -1]], max_draft=max_draft, min_ngram=min_ngram,
-                        first_draft=first_draft)
+                        first_draft=first_draft, pricing=pricing)
 
 
 def make_proposer(
     arm: str, prompt_ids: list[int], marker: int, draft: LoadedModel | None, draft_rows: list | None,
-    settings: SpeculationSettings,
+    settings: SpeculationSettings, pricing: DraftPricing | None = None,
 ) -> Proposer | None:
-    """The arm's proposer over a FIM prompt whose ``<|fim_suffix|>`` is at ``marker``."""
+    """The arm's proposer over a FIM prompt whose ``<|fim_suffix|>`` is at ``marker``. ``pricing`` sizes the
+    lookup arm's drafts as the engine does, unless ``settings.lookup_first_draft`` asks for the growing rule."""
     if arm == "plain":
         return None
-    lookup = prompt_lookup(prompt_ids, marker, max_draft=settings.lookup_max_draft,
-                           min_ngram=settings.min_ngram_for(cheap_verify_rows=False),  # set for the target
-                           first_draft=settings.first_draft_for(cheap_verify_rows=False) if arm == "lookup" else None)  # set for the target
+    priced = arm == "lookup" and settings.lookup_first_draft is None
+    lookup = prompt_lookup(prompt_ids, marker, max_draft=settings.lookup_max_draft, min_ngram=settings.lookup_min_ngram,
+                           first_draft=settings.lookup_first_draft if arm == "lookup" else None,
+                           pricing=pricing if priced else None)
     if arm == "lookup":
         return lookup
     assert draft is not None and draft_rows is not None
@@ -179,8 +183,8 @@ def bench_decode(
     if arms[0] != "plain":
         arms = ("plain", *[a for a in arms if a != "plain"])  # the reference comes first
     target = loaded or load_model(model, device, install_missing=True)
-    settings = replace(settings, lookup_first_draft=settings.first_draft_for(target.cheap_verify_rows),
-                       lookup_min_ngram=settings.min_ngram_for(target.cheap_verify_rows))  # reported as used
+    costs = pass_costs_for(target) if "lookup" in arms and settings.lookup_first_draft is None else None
+    tally = AcceptanceTally()  # one across the tasks, as an engine keeps one across its requests
     needs_draft = any(a in ("draft", "combined") for a in arms)
     draft = (draft_loaded or load_model(draft_model, device, install_missing=True)) if needs_draft else None
     if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
@@ -197,7 +201,8 @@ def bench_decode(
         draft_rows, draft_prefill_s = _prefill(draft, ids[:-1]) if draft is not None else (None, 0.0)
         plain_ids: tuple[int, ...] | None = None
         for arm in arms:
-            proposer = make_proposer(arm, ids, marker, draft, draft_rows, settings)
+            pricing = DraftPricing(costs.relative(len(ids))[: settings.lookup_max_draft + 1], tally) if costs else None
+            proposer = make_proposer(arm, ids, marker, draft, draft_rows, settings, pricing)
             started = time.perf_counter()
             final = None
             for final in decode(target, [ids[-1]], context, options, cache=kv.from_snapshot(target.model.config, target_rows),
@@ -221,6 +226,7 @@ def bench_decode(
         **run_facts(target),
         "draft_model": draft.name if draft is not None else None,
         "settings": vars(settings),
+        "pass_costs": costs.to_json() if costs else None,
         "per_kind": per_kind,
         "seed": seed,
         "repo_context": repo_context,

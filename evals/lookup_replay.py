@@ -37,7 +37,7 @@ import torch
 from cache import kv
 from engine.decode import decode
 from engine.runtime import LoadedModel, load_model
-from engine.speculate import SpeculationSettings, tokens_agreeing
+from engine.speculate import DraftPricing, SpeculationSettings, tokens_agreeing
 from engine.types import CompletionOptions
 from evals.bench_decode import KINDS, _prefill, _warm_up, decode_tasks, fim_prompt, prompt_lookup
 
@@ -62,18 +62,22 @@ class LookupPolicy:
     max_draft: int = 8
     first_draft: int | None = None
     min_ngram: int = 2
+    priced: bool = False  # lengths by ``best_draft_length`` from the pass costs and the drafts' running acceptance
 
     def label(self) -> str:
+        if self.priced:
+            return f"ngram {self.min_ngram}, drafts priced up to {self.max_draft}"
         first = self.max_draft if self.first_draft is None else self.first_draft
         return f"ngram {self.min_ngram}, drafts {first}->{self.max_draft}"
 
 
-def replay(task: ReplayTask, policy: LookupPolicy, width: int = 1) -> list[int]:
+def replay(task: ReplayTask, policy: LookupPolicy, width: int = 1, pricing: DraftPricing | None = None) -> list[int]:
     """The rows of each target pass ``engine.decode`` would make with this lookup: 1 + the draft's length.
 
     ``width`` > 1 verifies a tree of up to that many lookup candidates in one pass (shared prefixes once,
     a row per node) and keeps the one that comes truest: what tree attention could buy, before anyone
-    builds it.
+    builds it. ``pricing``: for a ``priced`` policy, the pass prices and the acceptance tally (which the
+    replay updates, as the engine's requests do).
 
     >>> task = ReplayTask("demo", (7, 8, 9, 7, 8, 0, 1), 5, 8, (9, 7, 8, 9))  # 0 marks the suffix
     >>> replay(task, LookupPolicy(max_draft=4))   # after "7 8 9" the prefix goes on "7 8": both come true
@@ -84,7 +88,8 @@ def replay(task: ReplayTask, policy: LookupPolicy, width: int = 1) -> list[int]:
     ([3, 3], [5])
     """
     ids, marker, output = list(task.ids), task.marker, task.output
-    lookup = prompt_lookup(ids, marker, max_draft=policy.max_draft, min_ngram=policy.min_ngram, first_draft=policy.first_draft)
+    lookup = prompt_lookup(ids, marker, max_draft=policy.max_draft, min_ngram=policy.min_ngram, first_draft=policy.first_draft,
+                           pricing=pricing if policy.priced else None)
     lookup.begin(ids[:marker])
     rows: list[int] = []
     done = 1  # the prefill's logits chose the first token
@@ -156,11 +161,13 @@ def replay_draft(task: ReplayTask, max_draft: int, min_confidence: float, lookup
 def predicted_speedup(tasks: Iterable[ReplayTask], costs: dict[int, float], policy: LookupPolicy, width: int = 1) -> float:
     """Plain decode time over lookup time, both priced by ``costs`` (seconds of a pass by its rows; a tree's
     rows cost what a chain's do, which flatters trees). ``width`` > 1 replays a tree of candidates, whose
-    passes can hold up to ``width * max_draft + 1`` rows: ``costs`` must price them."""
+    passes can hold up to ``width * max_draft + 1`` rows: ``costs`` must price them. A ``priced`` policy
+    sizes drafts from the same ``costs`` and one acceptance tally kept across the tasks, in order."""
     plain = lookup = 0.0
+    pricing = DraftPricing(tuple(costs[rows] / costs[1] for rows in range(1, policy.max_draft + 2))) if policy.priced else None
     for task in tasks:
         plain += costs[1] * max(0, len(task.output) - 1)
-        lookup += sum(costs[rows] for rows in replay(task, policy, width))
+        lookup += sum(costs[rows] for rows in replay(task, policy, width, pricing))
     return plain / lookup if lookup else 1.0
 
 
@@ -232,8 +239,9 @@ def draft_predictions(draft: LoadedModel, ids: list[int], output: tuple[int, ...
     return tuple(top.indices.tolist()), tuple(top.values.tolist())
 
 
-POLICIES = tuple(LookupPolicy(max_draft=most, first_draft=first, min_ngram=ngram)
-                 for ngram in (1, 2, 3) for first, most in ((None, 2), (None, 3), (2, 3), (None, 8), (1, 8), (2, 8), (3, 8)))
+POLICIES = (*(LookupPolicy(max_draft=most, first_draft=first, min_ngram=ngram)
+               for ngram in (1, 2, 3) for first, most in ((None, 2), (None, 3), (2, 3), (None, 8), (1, 8), (2, 8), (3, 8))),
+            *(LookupPolicy(max_draft=most, min_ngram=ngram, priced=True) for ngram in (1, 2) for most in (3, 8)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,20 +270,19 @@ def main(argv: list[str] | None = None) -> int:
               "pass_ms_by_rows": {rows: round(s * 1000, 1) for rows, s in costs.items()}, "predicted_speedup": table,
               "tree_predicted_speedup": trees}
     if draft is not None:
-        report.update(draft_report(tasks, kinds, priced, pass_costs(draft, longest, most_rows=9), SpeculationSettings(),
-                                   loaded.cheap_verify_rows))
+        report.update(draft_report(tasks, kinds, priced, pass_costs(draft, longest, most_rows=9), SpeculationSettings()))
     print(json.dumps(report, indent=1))
     return 0
 
 
 def draft_report(tasks: list[ReplayTask], kinds: tuple[str, ...], costs: dict[int, float], draft_costs: dict[int, float],
-                 settings: SpeculationSettings, cheap_verify_rows: bool) -> dict:
+                 settings: SpeculationSettings) -> dict:
     """The draft model's and lookup-or-draft's predicted speed-ups at the engine's settings, and the draft step
     cost (ms; every row count scaled alike) at which drafting alone would match lookup's replayed speed-up
     (0: not even free drafts would; its measured cost: it already does). Combined drafts whole lookup matches,
     as ``engine.speculate.Combined`` does."""
-    lookup = LookupPolicy(max_draft=settings.lookup_max_draft, first_draft=settings.first_draft_for(cheap_verify_rows),
-                          min_ngram=settings.min_ngram_for(cheap_verify_rows))
+    lookup = LookupPolicy(max_draft=settings.lookup_max_draft, first_draft=settings.lookup_first_draft,
+                          min_ngram=settings.lookup_min_ngram, priced=settings.lookup_first_draft is None)
 
     def speedup(kind: str, scale: float = 1.0, policy: LookupPolicy | None = None) -> float:
         scaled = {rows: s * scale for rows, s in draft_costs.items()}

@@ -562,9 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     decode_bench.add_argument("--arms", default="plain,lookup,draft,combined")
     decode_bench.add_argument("--lookup-max", type=int, default=8, help="most tokens a prompt-lookup draft holds")
     decode_bench.add_argument("--lookup-first", type=int, default=None,
-                              help="tokens of a prompt-lookup draft until drafts come true, when it grows to --lookup-max "
-                                   "(default: 3 where verification rows are cheap, else 2)")
-    decode_bench.add_argument("--lookup-min-ngram", type=int, default=None,
+                              help="the older growing rule: drafts start at this many tokens and double to --lookup-max "
+                                   "while they come true (default: each draft sized by this machine's pass costs "
+                                   "and how drafts have come true)")
+    decode_bench.add_argument("--lookup-min-ngram", type=int, default=1,
                               help="shortest n-gram match that proposes a draft (default: 1)")
     decode_bench.add_argument("--draft-max", type=int, default=6, help="most tokens the draft model drafts per pass")
     decode_bench.add_argument("--draft-confidence", type=float, default=0.4,

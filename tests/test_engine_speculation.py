@@ -128,16 +128,35 @@ def test_k_suggestions_come_in_one_final_chunk(tiny_model, mode):
     engine.close()
 
 
-def test_lookup_takes_the_settings_of_the_rows_cost(tiny_model, monkeypatch):
-    from engine.runtime import LoadedModel
+def test_lookup_drafts_are_priced_by_the_engines_pass_costs(tiny_model, monkeypatch):
+    from engine import engine as engine_module
+    from engine.pass_costs import PassCosts
+    from engine.speculate import SpeculationSettings
 
+    costs = PassCosts(keys=(256, 2048), seconds=(tuple(0.01 * (1 + 0.1 * r) for r in range(9)),
+                                                  tuple(0.02 * (1 + 0.3 * r) for r in range(9))))
+    measured = []
+    monkeypatch.setattr(engine_module, "pass_costs_for", lambda loaded: measured.append(loaded.name) or costs)
     engine = CompletionEngine(tiny_model, background=False)
     try:
-        options = CompletionOptions(max_tokens=8)
-        dear, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
-        assert (dear.min_ngram, dear.first_draft) == (1, 2)  # fp32 torch linears: rows are dear
-        monkeypatch.setattr(LoadedModel, "cheap_verify_rows", property(lambda self: True))
-        cheap, _ = engine._proposer("lookup", options, TEXT, "", [], URI, None)
-        assert (cheap.min_ngram, cheap.first_draft) == (1, 3)
+        engine.warm_up()
+        assert measured == [tiny_model.name]  # measured (or read) once, before the first completion
+        greedy = CompletionOptions(max_tokens=8)
+        short, _ = engine._proposer("lookup", greedy, TEXT, "", [], URI, None, keys=300)
+        long, _ = engine._proposer("lookup", greedy, TEXT, "", [], URI, None, keys=1800)
+        assert short.min_ngram == 1 and short.pricing.row_costs == costs.relative(300)
+        assert long.pricing.row_costs == costs.relative(1800) and long.pricing.row_costs[8] > short.pricing.row_costs[8]
+        assert short.pricing.tally is long.pricing.tally  # one tally learns from every request
+        sampled, _ = engine._proposer("lookup", CompletionOptions(max_tokens=8, temperature=0.7), TEXT, "", [], URI, None, keys=300)
+        assert sampled.pricing.tally is not short.pricing.tally  # sampling accepts differently: its own
+        assert measured == [tiny_model.name]
     finally:
         engine.close()
+    growing = CompletionEngine(tiny_model, background=False, speculation_settings=SpeculationSettings(lookup_first_draft=2))
+    try:
+        proposer, _ = growing._proposer("lookup", CompletionOptions(max_tokens=8), TEXT, "", [], URI, None, keys=300)
+        assert proposer.pricing is None and proposer.first_draft == 2  # asked for the growing rule: no prices needed
+        assert measured == [tiny_model.name]
+    finally:
+        growing.close()
+

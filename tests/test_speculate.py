@@ -12,11 +12,12 @@ from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 from cache import kv
 from engine.decode import decode, token_distribution, verify_draft
 from engine.runtime import LoadedModel
-from engine.speculate import Combined, Draft, DraftModel, PromptLookup
+from engine.speculate import AcceptanceTally, Combined, Draft, DraftModel, DraftPricing, PromptLookup, best_draft_length
 from engine.stops import CompletionContext
 from engine.types import CompletionOptions, FinishReason, Scope
 from tests.conftest import make_tiny_model
 
+AVX2_LIKE = (1.0, 1.0, 1.02, 1.05, 1.3, 1.55, 1.8, 2.2, 2.3)  # a pass's price by rows, a step = 1
 BLOCK = CompletionContext(prefix="", suffix="", scope=Scope.BLOCK, max_lines=10_000)
 
 PROMPTS = [
@@ -55,6 +56,8 @@ def proposers(kind: str, prompt_ids: list[int], draft: LoadedModel | None, optio
     distribution = (lambda logits: token_distribution(logits, options)) if options.temperature > 0 else None
     if kind == "lookup":
         return PromptLookup([prompt_ids], max_draft=6)
+    if kind == "priced":  # sized by AVX2-like prices: 4 rows for a step's, then a quarter step a row
+        return PromptLookup([prompt_ids], max_draft=6, pricing=DraftPricing(AVX2_LIKE[:7]))
     model = DraftModel(draft.model, DynamicCache(config=draft.model.config), list(prompt_ids), max_draft=5, min_confidence=0.0,
                        distribution=distribution, generator=torch.Generator().manual_seed(3))
     if kind == "draft":
@@ -62,7 +65,7 @@ def proposers(kind: str, prompt_ids: list[int], draft: LoadedModel | None, optio
     return Combined(PromptLookup([prompt_ids], max_draft=6), model, min_lookup=2)
 
 
-@pytest.mark.parametrize("kind,draft_name", [("lookup", None), ("draft", "same"), ("draft", "noisy"), ("draft", "other"),
+@pytest.mark.parametrize("kind,draft_name", [("lookup", None), ("priced", None), ("draft", "same"), ("draft", "noisy"), ("draft", "other"),
                                              ("combined", "noisy")])
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_speculation_equals_plain_decoding(tiny_model, tokenizer, drafts, kind, draft_name, prompt):
@@ -178,18 +181,68 @@ def test_lookup_drafts_grow_while_they_come_true_and_shrink_after_a_miss():
     assert lookup.propose([], 32).tokens == (32, 33)  # a new suggestion starts short again
 
 
-def test_lookup_draft_length_defaults_follow_the_cost_of_verification_rows():
-    from engine.speculate import SpeculationSettings
+def expected_tokens_per_price(length: int, first_rate: float, next_rate: float, prices) -> float:
+    """The slow reference: a pass's token, plus draft token i when the first i all come true."""
+    chances = [first_rate * next_rate ** (i - 1) for i in range(1, length + 1)]
+    return (1 + math.fsum(chances)) / prices[length]
 
-    settings = SpeculationSettings()
-    assert settings.first_draft_for(cheap_verify_rows=True) == 3
-    assert settings.first_draft_for(cheap_verify_rows=False) == 2
-    assert settings.min_ngram_for(cheap_verify_rows=True) == 1 and settings.min_ngram_for(cheap_verify_rows=False) == 1
-    assert SpeculationSettings(lookup_min_ngram=3).min_ngram_for(cheap_verify_rows=True) == 3  # asked for: kept
-    assert SpeculationSettings(lookup_max_draft=2).first_draft_for(cheap_verify_rows=True) == 2  # never past the most
-    assert SpeculationSettings(lookup_first_draft=5).first_draft_for(cheap_verify_rows=False) == 5  # asked for: kept
-    assert SpeculationSettings(lookup_first_draft=12).first_draft_for(cheap_verify_rows=True) == 8  # never past the most
-    assert PromptLookup([[1, 2, 3, 4, 5, 6]], max_draft=3).first_draft == 3  # no first_draft: no growing
+
+@pytest.mark.parametrize("prices", [AVX2_LIKE, (1.0,) * 9, tuple(1 + 0.05 * r for r in range(9)), tuple(1.0 + r for r in range(9))])
+def test_best_draft_length_brings_the_most_tokens_per_price(prices):
+    generator = torch.Generator().manual_seed(0)
+    for first_rate, next_rate in torch.rand((200, 2), generator=generator).tolist():
+        for available in (0, 1, 3, 8):
+            chosen = best_draft_length(available, first_rate, next_rate, prices)
+            assert 0 <= chosen <= available
+            best = max(expected_tokens_per_price(n, first_rate, next_rate, prices) for n in range(available + 1))
+            assert expected_tokens_per_price(chosen, first_rate, next_rate, prices) == pytest.approx(best, rel=1e-9)
+    assert best_draft_length(8, 0.3, 0.5, (1.0,) * 9) == 8  # free rows: draft all there is
+    assert best_draft_length(8, 0.3, 0.5, tuple(1.0 + r for r in range(9))) == 0  # a row costs a step: only sure drafts pay
+
+
+def test_acceptance_tally_counts_first_tokens_and_the_ones_after():
+    tally = AcceptanceTally(prior_first=(1.0, 1.0), prior_next=(1.0, 1.0), memory=1.0)
+    tally.record("a", drafted=3, taken=0)  # the first wrong: nothing known of the rest
+    assert tally.rates("a") == (pytest.approx(1 / 3), pytest.approx(1 / 2))
+    tally.record("a", drafted=3, taken=3)  # all taken: 2 next-token hits
+    tally.record("a", drafted=3, taken=1)  # the second wrong: 1 next-token miss
+    assert tally.rates("a") == (pytest.approx(3 / 5), pytest.approx(3 / 5))
+    assert tally.rates("b") == (0.5, 0.5)  # states are apart
+    tally.record("a", drafted=0, taken=0)  # no draft: nothing learned
+    assert tally.rates("a") == (pytest.approx(3 / 5), pytest.approx(3 / 5))
+    fading = AcceptanceTally(prior_first=(1.0, 1.0), memory=0.5)
+    for _ in range(20):
+        fading.record("a", drafted=1, taken=0)
+    assert fading.rates("a")[0] < 0.01  # the past fades: recent misses outweigh the prior
+
+
+def test_priced_lookup_drafts_what_pays_and_learns_from_its_drafts():
+    text = list(range(10, 200))
+    first = PromptLookup([text], max_draft=8, pricing=DraftPricing(AVX2_LIKE))
+    first.begin([10, 11])
+    assert first.propose([], 32).tokens == (12, 13, 14)  # middling rates: the three rows as cheap as a step
+    assert first.propose([12], 1).tokens == (13,)  # the caller's limit still rules
+    pricing = DraftPricing(tuple(1 + 0.05 * r for r in range(9)))  # 5% a row
+    lookup = PromptLookup([text], max_draft=8, pricing=pricing)
+    lookup.begin([10, 11])
+    generated: list[int] = []
+    draft = lookup.propose(generated, 32).tokens
+    assert 3 < len(draft) < 8  # cheap rows, middling rates: longer, not all
+    for _ in range(6):  # drafts keep coming true whole: the copy state's rates climb, drafts lengthen
+        generated += [*draft, draft[-1] + 1]
+        draft = lookup.propose(generated, 32).tokens
+    assert len(draft) == 8
+    fresh = pricing.tally.rates((False, 2))
+    for attempt in range(60):  # a state whose drafts never come true stops drafting
+        lookup.begin([10 + 2 * attempt, 11 + 2 * attempt])
+        if not lookup.propose([], 32).tokens:
+            break
+        lookup.propose([99], 32)  # the target took none: the next call learns it
+    assert pricing.tally.rates((False, 2))[0] < fresh[0]
+    assert lookup.propose([], 32).tokens == ()
+    copying = PromptLookup([text], max_draft=8, pricing=pricing)
+    copying.begin([20, 21])
+    assert copying.propose([], 32).tokens == ()  # the shared tally carries over to the next request
 
 
 def test_draft_model_stops_when_its_confidence_drops(tiny_model, tokenizer):
@@ -306,7 +359,7 @@ _PLAIN_CACHE: dict[tuple[int, ...], tuple[int, ...]] = {}
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize("kind", ["lookup", "draft", "combined"])
+@pytest.mark.parametrize("kind", ["lookup", "priced", "draft", "combined"])
 def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, kind):
     """The 0.5B with lookup drafts (often right on real code) and the tiny model as a draft (mostly wrong)."""
     options = CompletionOptions(max_tokens=16)
@@ -318,13 +371,3 @@ def test_real_model_speculation_equals_plain(real_model, tiny_model, tokenizer, 
         assert fast.token_ids == _PLAIN_CACHE[tuple(ids)]
         drafted, accepted = drafted + fast.drafted_tokens, accepted + fast.accepted_tokens
     assert drafted > 0 and (kind == "draft" or accepted > 0)
-
-
-def test_verification_rows_are_cheap_on_amx_and_vnni_not_on_avx2(tiny_model, monkeypatch):
-    from kernels import cpu_int8
-
-    assert tiny_model.cpu_linear == "torch" and not tiny_model.cheap_verify_rows  # fp32 torch linears
-    monkeypatch.setattr(tiny_model, "cpu_linear", "w8a8")
-    for batch_isa, cheap in (("amx", True), ("vnni", True), ("avx2", False)):
-        monkeypatch.setattr(cpu_int8, "int8_activation_isa", lambda rows, isa=batch_isa: isa)
-        assert tiny_model.cheap_verify_rows is cheap, batch_isa
