@@ -37,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from cache import kv
+from engine.install import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ def _cpu_name() -> str:
 
 
 def costs_dir() -> Path:
-    return Path(os.environ.get("LIVEFIM_HOME") or Path.home() / ".cache" / "livefim") / "pass_costs"
+    """Where measured prices are kept: ``$LIVEFIM_HOME/pass_costs`` (``~/.cache/livefim`` by default)."""
+    return cache_root() / "pass_costs"
 
 
 def _stderr_progress(message: str) -> None:
