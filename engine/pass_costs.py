@@ -132,28 +132,19 @@ def measure_pass_costs(model: Any, *, keys: tuple[int, ...] = CALIBRATION_KEYS, 
 def _machine_key(loaded: Any) -> str:
     """What a measurement depends on: the model and how it runs, the CPU (or GPU), torch and the kernels."""
     from kernels.cpu_attention import default_isa
-    from kernels.cpu_int8 import int8_activation_isa
+    from kernels.cpu_int8 import cpu_model_name, int8_activation_isa
 
     device = loaded.device
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = _cpu_name() + f"|threads {torch.get_num_threads()}|{int8_activation_isa(9)}|{default_isa()}"
+        cpu = cpu_model_name() or platform.processor() or "cpu"
+        hardware = cpu + f"|threads {torch.get_num_threads()}|{int8_activation_isa(9)}|{default_isa()}"
     config = loaded.model.config
     shape = [getattr(config, name, None) for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")]
     facts = [loaded.name, str(shape), loaded.cpu_linear, device.type, hardware, torch.__version__, platform.machine(),
              os.environ.get("LIVEFIM_CPU_ATTENTION", "")]
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def costs_dir() -> Path:

@@ -52,13 +52,12 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     Why: these machines differ from run to run (AVX2-only EPYC one day, an
     AVX-512/AMX Xeon the next) and CPU numbers mean little without it.
     """
-    from kernels.cpu_int8 import cpu_flags
+    from kernels.cpu_int8 import cpu_flags, cpu_model_name
 
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
+    name = cpu_model_name(cpuinfo)
+    if name is None:
         return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    name = name or "unknown"
     flags = cpu_flags(cpuinfo)
     vector = next((unit for unit in ("amx_int8", "avx512f", "avx2") if unit in flags), "no avx2")
     return f"{name}, {os.cpu_count()} cores, {vector.replace('_int8', '')}"

@@ -180,6 +180,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset(line.split(":", 1)[1].split()) if ":" in line else frozenset()
 
 
+def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name from ``cpuinfo`` (``"AMD EPYC 7B13"``): "" where it names none, None where it cannot be read."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name") and ":" in line), "")
+
+
 def _cpu_supports_kernel() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
