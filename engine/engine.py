@@ -428,8 +428,7 @@ class CompletionEngine:
         if speculation == "lookup" or draft_state is None:
             if settings.lookup_first_draft is not None:  # asked for the growing rule
                 return lookup(settings.lookup_first_draft), history
-            pricing = DraftPricing(self._lookup_pass_costs().relative(keys)[: settings.lookup_max_draft + 1],
-                                   self._lookup_tallies[options.temperature > 0])
+            pricing = DraftPricing(self._lookup_pass_costs().relative(keys), self._lookup_tallies[options.temperature > 0])
             return lookup(None, pricing), history
         distribution = None
         generator = None

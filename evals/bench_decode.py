@@ -200,8 +200,8 @@ def bench_decode(
         target_rows, prefill_s = _prefill(target, ids[:-1])
         draft_rows, draft_prefill_s = _prefill(draft, ids[:-1]) if draft is not None else (None, 0.0)
         plain_ids: tuple[int, ...] | None = None
+        pricing = DraftPricing(costs.relative(len(ids)), tally) if costs else None
         for arm in arms:
-            pricing = DraftPricing(costs.relative(len(ids))[: settings.lookup_max_draft + 1], tally) if costs else None
             proposer = make_proposer(arm, ids, marker, draft, draft_rows, settings, pricing)
             started = time.perf_counter()
             final = None
